@@ -1,0 +1,74 @@
+"""One exception family for everything unitgen reports to an operator.
+
+Every problem that comes from a conf file carries where it comes from (file,
+line, column, key path), so that the CLI can print it once, in one format:
+
+    conf.yaml:12:5: services.web.deps[0].port: 70000 is above the maximum 65535
+
+Validation collects every problem it finds and raises them together as a
+ConfigError, so an operator fixes a file in one pass, not one error at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional, Tuple
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A position in a source file; line and column are 1-based."""
+
+    file: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem found in a conf: where, under which key, and what."""
+
+    message: str
+    mark: Optional[Mark] = None
+    path: str = ""
+    keys: Tuple[Any, ...] = field(default=(), compare=False)  # path as raw keys
+
+    def __str__(self) -> str:
+        where = f"{self.mark}: " if self.mark else ""
+        key = f"{self.path}: " if self.path else ""
+        return f"{where}{key}{self.message}"
+
+
+class UnitgenError(Exception):
+    """Base of every error unitgen reports; the CLI catches this class once."""
+
+    exit_code = 1
+
+
+class ConfigError(UnitgenError):
+    """The conf cannot be used. Holds every problem found, in file order."""
+
+    exit_code = 2
+
+    def __init__(self, problems: Iterable[Problem]):
+        self.problems = sorted(problems, key=_problem_order)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class UsageError(UnitgenError):
+    """A command was called in a way that cannot work (bad option values)."""
+
+    exit_code = 2
+
+
+class OwnershipError(UnitgenError):
+    """The output directory holds files unitgen did not write (or that changed)."""
+
+
+def _problem_order(problem: Problem):
+    if problem.mark is None:
+        return ("", 0, 0, problem.path)
+    return (problem.mark.file, problem.mark.line, problem.mark.column, problem.path)
