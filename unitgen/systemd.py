@@ -1,0 +1,221 @@
+"""systemd's unit-file syntax, in one place: quoting, escaping, names, time spans.
+
+Every user string reaches a unit through one of the functions here, which
+return ``Escaped`` strings. The renderer's jinja2 environment refuses to print
+any plain ``str`` (see render.py), so a template cannot bypass them.
+
+The rules (systemd.syntax(7), systemd.service(5) "COMMAND LINES", systemd.unit(5)
+"SPECIFIERS", verified against systemd 252's parser with ``systemd-analyze
+verify`` in the tests):
+
+* ``%`` starts a specifier in almost every setting: write ``%%``.
+* In Exec*= lines, words are unquoted with C escapes processed both inside and
+  outside quotes, ``$VAR``/``${VAR}`` are expanded (``$$`` is a literal ``$``)
+  and a lone ``;`` separates commands. Each word here is double-quoted unless it
+  is plainly safe, with ``\\``, ``"``, control characters and non-printable
+  characters C-escaped: no value can split a word, add a command or a line.
+* ``Environment=`` unquotes and C-unescapes too, but does not expand ``$``.
+* Plain settings (Description=, User=, paths, ...) take the rest of the line
+  verbatim after specifier expansion, with surrounding whitespace stripped: a
+  value with a control character, surrounding whitespace or a trailing
+  backslash (which would join the next line) cannot be expressed, and is an
+  error rather than a silent change.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+UNIT_NAME_MAX = 255
+
+
+class Escaped(str):
+    """Text already in unit-file syntax; the only kind the templates print."""
+
+
+class Unexpressible(ValueError):
+    """A value that no unit-file syntax can carry exactly."""
+
+
+_C_ESCAPES = {
+    "\\": "\\\\",
+    '"': '\\"',
+    "\a": "\\a",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\v": "\\v",
+}
+_QUOTED_TABLE = str.maketrans(
+    {**_C_ESCAPES, **{chr(c): f"\\x{c:02x}" for c in [*range(0x20), 0x7F] if chr(c) not in _C_ESCAPES}, "%": "%%"}
+)
+_EXEC_TABLE = str.maketrans({**{k: v for k, v in _QUOTED_TABLE.items()}, ord("$"): "$$"})
+# Characters Python deems non-printable beyond ASCII control (e.g. U+2028, NBSP,
+# bidi controls): written as \u escapes, so that the unit file shows them.
+_NONPRINTABLE = re.compile(r"[^\x20-\x7e]")
+_BARE_WORD = re.compile(r"[A-Za-z0-9_@%+=:,./-]+\Z")
+_EXEC_PREFIX = set("@-:+!|")
+
+
+def _escape_nonprintable(text: str) -> str:
+    def one(match: "re.Match[str]") -> str:
+        ch = match.group()
+        if ch.isprintable():
+            return ch
+        code = ord(ch)
+        return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+    return _NONPRINTABLE.sub(one, text) if not text.isascii() else text
+
+
+def _quoted_word(text: str, table) -> str:
+    escaped = _escape_nonprintable(text.translate(table))
+    if escaped and _BARE_WORD.match(escaped):
+        return escaped
+    return f'"{escaped}"'
+
+
+def exec_command(argv: Iterable[str]) -> Escaped:
+    """An argv list as the value of ExecStart=/ExecStartPre= (one command).
+
+    The program (first item) must be an absolute path or a bare program name;
+    systemd interprets a leading @-:+! as flags, so such a name is refused.
+    """
+    words = list(argv)
+    if not words:
+        raise Unexpressible("an empty command")
+    program = words[0]
+    if not program or program[0] in _EXEC_PREFIX:
+        raise Unexpressible(f"the program {program!r} must be an absolute path or a program name")
+    if any(ord(c) < 0x20 or c == "\x7f" for c in program):
+        raise Unexpressible("the program path contains a control character")
+    return Escaped(" ".join(_quoted_word(w, _EXEC_TABLE) for w in words))
+
+
+def environment(name: str, value: str) -> Escaped:
+    """One Environment= assignment, NAME=value, quoted ($ is literal there)."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise Unexpressible(f"{name!r} is not a valid environment variable name")
+    return Escaped(f'"{_escape_nonprintable((name + "=" + value).translate(_QUOTED_TABLE))}"')
+
+
+def value(text: str) -> Escaped:
+    """A plain single-line setting value (Description=, User=, paths ...)."""
+    check_plain(text)
+    return Escaped(text.replace("%", "%%"))
+
+
+def check_plain(text: str) -> None:
+    """Raise Unexpressible unless ``text`` survives a plain setting unchanged."""
+    if any(ord(c) < 0x20 or c == "\x7f" for c in text):
+        raise Unexpressible("contains a control character (newline, tab ...), which this setting cannot carry")
+    if text != text.strip():
+        raise Unexpressible("starts or ends with whitespace, which systemd would strip")
+    if text.endswith("\\"):
+        raise Unexpressible("ends with a backslash, which systemd reads as a line continuation")
+    if not text:
+        raise Unexpressible("is empty")
+
+
+def raw(text: str) -> Escaped:
+    """A raw directive value from the conf's ``systemd:`` section, verbatim.
+
+    It is systemd syntax already (``%`` is a specifier there), so it is not
+    escaped; it only must not add a line.
+    """
+    if any(c in text for c in "\n\r\x00"):
+        raise Unexpressible("a raw directive value cannot contain a line break")
+    if text.rstrip().endswith("\\"):
+        raise Unexpressible("ends with a backslash, which systemd reads as a line continuation")
+    return Escaped(text)
+
+
+def comment(text: str) -> Escaped:
+    """Text for a ``#`` comment line: shown as is when harmless, else JSON-quoted."""
+    import json
+
+    if text.isprintable() and not text.endswith("\\"):
+        return Escaped(text)
+    return Escaped(json.dumps(text, ensure_ascii=False).replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+
+
+# --- unit names -----------------------------------------------------------
+
+_UNIT_SAFE = re.compile(r"[A-Za-z0-9:_.-]")
+
+
+def unit_name(name: str, suffix: str = ".service") -> str:
+    """The unit name for a service name, escaped the way systemd-escape does.
+
+    Characters valid in a unit name are kept, except that a leading "." is
+    escaped; every other byte becomes ``\\xNN``. Unlike ``systemd-escape`` a
+    "-" is kept, not written ``\\x2d``: it is valid in unit names, and means
+    "/" only to ``systemd-escape --unescape --path``, which unitgen never uses.
+    Operators get ``web-api.service``, not ``web\\x2dapi.service``. The mapping
+    stays one-to-one (a "\\" is itself escaped).
+    """
+    out = []
+    for i, ch in enumerate(name):
+        if _UNIT_SAFE.match(ch) and not (i == 0 and ch == "."):
+            out.append(ch)
+        else:
+            out.extend(f"\\x{b:02x}" for b in ch.encode("utf-8"))
+    escaped = "".join(out) + suffix
+    if not name:
+        raise Unexpressible("an empty name cannot become a unit name")
+    if len(escaped) > UNIT_NAME_MAX:
+        raise Unexpressible(f"the unit name would be {len(escaped)} characters long, over systemd's limit of {UNIT_NAME_MAX}")
+    return escaped
+
+
+_UNIT_REF = re.compile(r"[A-Za-z0-9:_.@\\-]+\.(service|socket|target|device|mount|automount|swap|path|timer|slice|scope)\Z")
+
+
+def check_unit_reference(name: str) -> None:
+    """Raise Unexpressible unless ``name`` is a full unit name (e.g. multi-user.target)."""
+    if len(name) > UNIT_NAME_MAX or not _UNIT_REF.match(name):
+        raise Unexpressible(f"{name!r} is not a unit name (such as multi-user.target)")
+
+
+# --- time spans -------------------------------------------------------------
+
+_SPAN_UNITS = {
+    "us": 1e-6, "usec": 1e-6,
+    "ms": 1e-3, "msec": 1e-3,
+    "": 1.0, "s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0,
+    "m": 60.0, "min": 60.0, "minute": 60.0, "minutes": 60.0,
+    "h": 3600.0, "hr": 3600.0, "hour": 3600.0, "hours": 3600.0,
+    "d": 86400.0, "day": 86400.0, "days": 86400.0,
+}
+_SPAN_PART = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-z]*)\s*")
+
+
+def parse_timespan(value: "float | int | str") -> float:
+    """Seconds from a number or a systemd-style span ("1min 30s", "500ms")."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError("a time span cannot be negative")
+        return float(value)
+    total, pos, text = 0.0, 0, str(value)
+    while pos < len(text):
+        match = _SPAN_PART.match(text, pos)
+        if not match or match.end() == pos or match.group(2) not in _SPAN_UNITS:
+            raise ValueError(f"{text!r} is not a time span")
+        total += float(match.group(1)) * _SPAN_UNITS[match.group(2)]
+        pos = match.end()
+    if not text.strip():
+        raise ValueError("an empty time span")
+    return total
+
+
+def timespan(seconds: float) -> Escaped:
+    """Seconds as a systemd time span: 3 -> "3s", 0.5 -> "500ms"."""
+    micro = round(seconds * 1_000_000)
+    if micro % 1_000_000 == 0:
+        return Escaped(f"{micro // 1_000_000}s")
+    if micro % 1000 == 0:
+        return Escaped(f"{micro // 1000}ms")
+    return Escaped(f"{micro}us")
