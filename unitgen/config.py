@@ -1,0 +1,492 @@
+"""Read a conf file, in either format, into one validated model.Conf.
+
+    load("conf.yaml") -> Conf        # or raises ConfigError with every problem
+
+Formats:
+* native: a top-level ``version: 1`` (see schema.json and the README);
+* Autoheal: a mapping of service name -> pname | pid_file, script, dep
+  (https://github.com/oilbeater/Autoheal), accepted verbatim.
+
+Structure, types and ranges are checked by the schema (schema.py); what a
+schema cannot say is checked here: values systemd cannot carry, URLs and
+host:port specs (by the probe's own Target, so that the conf and the probe
+never disagree), references to hosts and services, ``sudo -u`` in scripts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import shlex
+from typing import Any, Dict, List, Optional, Set, Tuple
+
+from unitgen_probe import Target, UsageError as ProbeUsageError
+
+from . import systemd, yamlfile
+from .errors import ConfigError, Mark, Problem
+from .model import (
+    Conf,
+    Dependency,
+    Host,
+    LossThreshold,
+    ProbeSettings,
+    Service,
+)
+from .schema import did_you_mean, format_path, validator
+from .yamlfile import MarkedMap
+
+# Mappings in ``defaults:`` that merge key by key into a service's own.
+_DEEP_KEYS = {"environment", "probe", "loss_threshold", "systemd"}
+_COMMAND_KEYS = ("exec", "script")
+_USER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,30}\$?\Z|[0-9]{1,10}\Z")
+_NATIVE_SERVICE_KEYS = set(validator().property_names("#/$defs/service_keys"))
+
+
+def load(path: str, text: Optional[bytes] = None) -> Conf:
+    """Read and validate ``path``. Raises ConfigError listing every problem."""
+    data = yamlfile.load(path, text)
+    if not isinstance(data, dict):
+        top = data.mark if hasattr(data, "mark") and data.mark else Mark(path, 1, 1)
+        raise ConfigError([Problem("the top level must be a mapping (service name: settings, or version: 1)", top)])
+    reader = _NativeReader(path, data) if "version" in data else _AutohealReader(path, data)
+    return reader.read()
+
+
+class _Reader:
+    """Shared by both formats: schema first, then a model, collecting problems."""
+
+    format = ""
+
+    def __init__(self, path: str, data: MarkedMap):
+        self.path = path
+        self.data = data
+        self.problems: List[Problem] = []
+        self.warnings: List[Problem] = []
+
+    def read(self) -> Conf:
+        self.problems = validator().validate(self.data)
+        broken = self.broken_services({p.keys for p in self.problems})
+        hosts = self.read_hosts()
+        services: Dict[str, Service] = {}
+        for name, raw, keys, mark in self.service_entries():
+            if name in broken or not isinstance(name, str):
+                continue
+            service = self.build_service(name, raw, keys, mark, hosts)
+            if service is not None:
+                services[name] = service
+        if not broken:
+            self.check_references(services, hosts)
+        if self.problems:
+            raise ConfigError(self.problems)
+        return Conf(self.path, self.format, services, hosts, self.warnings)
+
+    # -- per format -------------------------------------------------------
+    def broken_services(self, problem_keys: Set[Tuple[Any, ...]]) -> Set[Any]:
+        raise NotImplementedError
+
+    def service_entries(self):
+        raise NotImplementedError
+
+    def read_hosts(self) -> Dict[str, Host]:
+        return {}
+
+    # -- helpers ------------------------------------------------------------
+    def problem(self, message: str, keys: Tuple[Any, ...], mark: Optional[Mark]) -> None:
+        self.problems.append(Problem(message, mark, format_path(keys), keys))
+
+    def warn(self, message: str, keys: Tuple[Any, ...], mark: Optional[Mark]) -> None:
+        self.warnings.append(Problem(message, mark, format_path(keys), keys))
+
+    def plain(self, raw: MarkedMap, key: str, keys: Tuple[Any, ...]) -> Optional[str]:
+        """A value bound for a plain systemd setting; a problem if it cannot be."""
+        value = raw.get(key)
+        if value is None:
+            return None
+        try:
+            systemd.check_plain(value)
+        except systemd.Unexpressible as exc:
+            self.problem(str(exc), keys + (key,), raw.mark_of(key))
+            return None
+        return value
+
+    def path_value(self, raw: MarkedMap, key: str, keys: Tuple[Any, ...], value: Optional[str] = None,
+                   index: Optional[int] = None) -> Optional[str]:
+        """An absolute path for a systemd setting: plain, and normalized."""
+        where = keys + ((key,) if index is None else (key, index))
+        mark = raw.mark_of(key) if index is None else raw[key].mark_of(index)
+        text = raw.get(key) if value is None else value
+        body = text[1:] if text.startswith("-/") else text
+        try:
+            systemd.check_plain(text)
+        except systemd.Unexpressible as exc:
+            self.problem(str(exc), where, mark)
+            return None
+        if body != "~" and ("//" in body or any(part in (".", "..") for part in body.split("/"))):
+            self.problem(f"{text!r} must be a normalized absolute path (no //, . or ..)", where, mark)
+            return None
+        return text
+
+    def command(self, raw: MarkedMap, keys: Tuple[Any, ...], mark: Optional[Mark], user: Optional[str]):
+        """(argv, script, user) from exec: or script: (with sudo -u lifted into User=)."""
+        if "exec" in raw:
+            argv = tuple(raw["exec"])
+            try:
+                systemd.exec_command(argv)
+            except systemd.Unexpressible as exc:
+                self.problem(str(exc), keys + ("exec",), raw.mark_of("exec"))
+            return argv, None, user
+        script = raw.get("script")
+        if script is None:
+            self.problem("needs exec (a command as a list) or script (a shell command line)", keys, mark)
+            return (), None, user
+        command = script
+        if user is None:
+            sudo_user, command, why_kept = split_sudo(script)
+            if why_kept:
+                self.warn(why_kept, keys + ("script",), raw.mark_of("script"))
+            user = sudo_user
+        return ("/bin/sh", "-c", command), script, user
+
+    def dependency(self, item: MarkedMap, keys: Tuple[Any, ...], mark: Optional[Mark]) -> Optional[Dependency]:
+        name = item.get("name")
+        timeout = _span(item.get("timeout"))
+        if "service" in item:
+            return Dependency(service=item["service"], name=name, timeout=timeout, mark=mark)
+        kind, spec = _dependency_kind(item)
+        try:
+            target = Target(
+                kind, spec, name=name, status=_status(item.get("status")), body=item.get("body"),
+                ca_file=item.get("ca_file"), insecure=item.get("insecure", False), timeout=timeout,
+            )
+        except ProbeUsageError as exc:
+            self.problem(str(exc), keys, mark)
+            return None
+        return Dependency(target=target, name=name, timeout=timeout, mark=mark)
+
+    def finish_service(self, name: str, keys: Tuple[Any, ...], mark: Optional[Mark], **fields: Any) -> Optional[Service]:
+        try:
+            systemd.unit_name(name)
+        except systemd.Unexpressible as exc:
+            self.problem(f"the service name cannot become a unit name: {exc}", keys, mark)
+            return None
+        description = fields.pop("description", None) or _default_description(name)
+        return Service(name=name, description=description, mark=mark, **fields)
+
+    def check_references(self, services: Dict[str, Service], hosts: Dict[str, Host]) -> None:
+        names = list(services)
+        for service in services.values():
+            for i, dep in enumerate(service.deps):
+                if dep.service is not None and dep.service not in services:
+                    self.problem(
+                        f"no service named {dep.service!r} in this conf{did_you_mean(dep.service, names)}",
+                        self.service_keys(service.name) + ("deps", i, "service"), dep.mark,
+                    )
+
+    def service_keys(self, name: str) -> Tuple[Any, ...]:
+        raise NotImplementedError
+
+
+class _AutohealReader(_Reader):
+    format = "autoheal"
+
+    def broken_services(self, problem_keys):
+        broken = {keys[0] for keys in problem_keys if keys}
+        native = [k for k in problem_keys if len(k) == 2 and k[1] in _NATIVE_SERVICE_KEYS]
+        if native:
+            where = self.data.key_mark_of(native[0][0])
+            self.problems.append(Problem(
+                "this file is read as an Autoheal conf because it has no top-level 'version: 1'; "
+                "add it to use the native format", where))
+        return broken
+
+    def service_entries(self):
+        for name, raw in self.data.items():
+            yield name, raw, (name,), self.data.key_mark_of(name)
+
+    def service_keys(self, name):
+        return (name,)
+
+    def build_service(self, name: str, raw: MarkedMap, keys, mark, hosts) -> Optional[Service]:
+        argv, script, user = self.command(raw, keys, mark, None)
+        deps = []
+        for i, item in enumerate(raw.get("dep") or ()):
+            dep = self.dependency(item, keys + ("dep", i), raw["dep"].mark_of(i))
+            if dep:
+                deps.append(dep)
+        pid_file = self.path_value(raw, "pid_file", keys) if "pid_file" in raw else None
+        return self.finish_service(
+            name, keys, mark,
+            command=argv, script=script, user=user, pid_file=pid_file,
+            type="forking" if pid_file else "exec", deps=tuple(deps), pname=raw.get("pname"),
+        )
+
+
+class _NativeReader(_Reader):
+    format = "native"
+
+    def broken_services(self, problem_keys):
+        if any(k[:1] in (("defaults",), ("version",)) or k == () for k in problem_keys):
+            return set(self.data.get("services") or {}) | {None}
+        return {k[1] for k in problem_keys if len(k) > 1 and k[0] == "services"}
+
+    def service_entries(self):
+        services = self.data.get("services")
+        if not isinstance(services, dict):
+            return
+        defaults = self.data.get("defaults") or MarkedMap()
+        for name, raw in services.items():
+            if isinstance(raw, dict):
+                yield name, merge_defaults(defaults, raw), ("services", name), services.key_mark_of(name)
+
+    def service_keys(self, name):
+        return ("services", name)
+
+    def read_hosts(self) -> Dict[str, Host]:
+        raw_hosts = self.data.get("hosts")
+        if not isinstance(raw_hosts, dict):
+            return {}
+        hosts = {}
+        for name, settings in raw_hosts.items():
+            address = settings.get("address") if isinstance(settings, dict) else None
+            if address is not None and not _is_address(address):
+                self.problem(f"{address!r} is not an IP address or a DNS name", ("hosts", name, "address"),
+                             settings.mark_of("address"))
+            hosts[name] = Host(name, address)
+        return hosts
+
+    def build_service(self, name: str, raw: MarkedMap, keys, mark, hosts: Dict[str, Host]) -> Optional[Service]:
+        user = self.plain(raw, "user", keys)
+        if user is not None and not _USER_NAME.match(user):
+            self.problem(f"{user!r} is not a valid user name", keys + ("user",), raw.mark_of("user"))
+        group = self.plain(raw, "group", keys)
+        if group is not None and not _USER_NAME.match(group):
+            self.problem(f"{group!r} is not a valid group name", keys + ("group",), raw.mark_of("group"))
+        argv, script, user = self.command(raw, keys, mark, user)
+        pid_file = self.path_value(raw, "pid_file", keys) if "pid_file" in raw else None
+        unit_type = raw.get("type") or ("forking" if pid_file else "exec")
+        if pid_file and unit_type != "forking":
+            self.problem(f"pid_file needs type forking, not {unit_type}", keys + ("type",), raw.mark_of("type"))
+        env_files = raw.get("environment_file") or ()
+        if isinstance(env_files, str):
+            env_files = (env_files,)
+        deps = []
+        for i, item in enumerate(raw.get("deps") or ()):
+            dep = self.dependency(item, keys + ("deps", i), raw["deps"].mark_of(i))
+            if dep:
+                deps.append(dep)
+        probe = raw.get("probe") or {}
+        deadline = _span(probe.get("deadline"), ProbeSettings.deadline)
+        if deadline <= 0:
+            self.problem("the probe deadline must be above 0 in a unit, or a boot could wait forever",
+                         keys + ("probe", "deadline"), probe.mark_of("deadline"))
+        attempt = _span(probe.get("timeout"), ProbeSettings.timeout)
+        if attempt <= 0:
+            self.problem("the per-attempt timeout must be above 0", keys + ("probe", "timeout"), probe.mark_of("timeout"))
+        loss = raw.get("loss_threshold") or {}
+        return self.finish_service(
+            name, keys, mark,
+            command=argv, script=script, user=user, group=group,
+            description=self.plain(raw, "description", keys),
+            working_dir=self.path_value(raw, "working_dir", keys) if "working_dir" in raw else None,
+            environment=tuple((k, str(v)) for k, v in (raw.get("environment") or {}).items()),
+            environment_files=tuple(
+                f for i, f in enumerate(env_files)
+                if self.path_value(raw, "environment_file", keys, f, None if isinstance(raw["environment_file"], str) else i)
+            ),
+            pid_file=pid_file,
+            type=unit_type,
+            restart_sec=_span(raw.get("restart_sec"), Service.restart_sec),
+            wanted_by=self.unit_references(raw, "wanted_by", keys) or Service.wanted_by,
+            hosts=self.placement(raw, keys, mark, hosts),
+            listen=raw.get("listen"),
+            health=self.health(raw, keys),
+            deps=tuple(deps),
+            probe=ProbeSettings(deadline, attempt, bool(probe.get("any", False))),
+            on_dependency_loss=raw.get("on_dependency_loss", "ignore"),
+            loss_threshold=LossThreshold(
+                loss.get("failures", LossThreshold.failures), _span(loss.get("seconds"), LossThreshold.seconds)
+            ),
+            start_time=_span(raw.get("start_time")),
+            raw=self.raw_directives(raw, keys),
+        )
+
+    def unit_references(self, raw: MarkedMap, key: str, keys) -> Tuple[str, ...]:
+        value = raw.get(key)
+        names = (value,) if isinstance(value, str) else tuple(value or ())
+        for name in names:
+            try:
+                systemd.check_unit_reference(name)
+            except systemd.Unexpressible as exc:
+                self.problem(str(exc), keys + (key,), raw.mark_of(key))
+        return names
+
+    def placement(self, raw: MarkedMap, keys, mark, hosts: Dict[str, Host]) -> Tuple[str, ...]:
+        value = raw.get("host")
+        if value is None:
+            if hosts:
+                self.problem("needs host: (the conf lists hosts:, so every service says where it runs; "
+                             'host: "*" for every host)', keys, mark)
+            return ()
+        names = (value,) if isinstance(value, str) else tuple(value)
+        if not hosts:
+            self.problem("host: needs a hosts: section listing the fleet", keys + ("host",), raw.mark_of("host"))
+            return ()
+        if names == ("*",):
+            return tuple(hosts)
+        for name in names:
+            if name not in hosts:
+                self.problem(f"no host named {name!r} in hosts:{did_you_mean(name, list(hosts))}",
+                             keys + ("host",), raw.mark_of("host"))
+        return names
+
+    def health(self, raw: MarkedMap, keys) -> Optional[str]:
+        url = raw.get("health")
+        if url is None:
+            return None
+        try:
+            Target("http", url.replace("{host}", "localhost"))
+            if "{" in url.replace("{host}", "") or "}" in url.replace("{host}", ""):
+                raise ProbeUsageError("the only placeholder a health URL may hold is {host}")
+        except ProbeUsageError as exc:
+            self.problem(str(exc), keys + ("health",), raw.mark_of("health"))
+            return None
+        return url
+
+    def raw_directives(self, raw: MarkedMap, keys):
+        sections = []
+        for section, directives in (raw.get("systemd") or {}).items():
+            lines = []
+            for key, value in directives.items():
+                for item in value if isinstance(value, list) else [value]:
+                    text = ("yes" if item else "no") if isinstance(item, bool) else str(item)
+                    try:
+                        systemd.raw(text)
+                    except systemd.Unexpressible as exc:
+                        self.problem(str(exc), keys + ("systemd", section, key), directives.mark_of(key))
+                    lines.append((key, text))
+            sections.append((section, tuple(lines)))
+        return tuple(sections)
+
+
+def merge_defaults(defaults: MarkedMap, service: MarkedMap) -> MarkedMap:
+    """A service's settings over the defaults: mappings merge key by key, and a
+    service's own exec or script replaces both of the defaults' command keys."""
+    merged = MarkedMap()
+    merged.mark = service.mark
+    own_command = any(k in service for k in _COMMAND_KEYS)
+    for source in (defaults, service):
+        for key, value in source.items():
+            if source is defaults and own_command and key in _COMMAND_KEYS:
+                continue
+            if key in _DEEP_KEYS and isinstance(value, dict) and isinstance(merged.get(key), dict):
+                value = _merge_maps(merged[key], value, depth=2 if key == "systemd" else 1)
+            merged[key] = value
+            merged.key_marks[key] = source.key_mark_of(key)
+            merged.value_marks[key] = source.mark_of(key)
+    return merged
+
+
+def _merge_maps(base: MarkedMap, over: MarkedMap, depth: int) -> MarkedMap:
+    merged = MarkedMap()
+    merged.mark = over.mark
+    for source in (base, over):
+        for key, value in source.items():
+            if depth > 1 and isinstance(value, dict) and isinstance(merged.get(key), dict):
+                value = _merge_maps(merged[key], value, depth - 1)
+            merged[key] = value
+            merged.key_marks[key] = source.key_mark_of(key)
+            merged.value_marks[key] = source.mark_of(key)
+    return merged
+
+
+# --- sudo -u ----------------------------------------------------------------
+
+_SUDO = re.compile(r"\s*sudo\s+-u\s*(?P<user>[A-Za-z0-9_][A-Za-z0-9_.-]*\$?)\s+(?P<rest>\S.*)\Z", re.S)
+_SHELL_CONTROL = set(";&|<>()")
+
+
+def split_sudo(script: str) -> Tuple[Optional[str], str, Optional[str]]:
+    """Lift a leading ``sudo -u USER`` into User=USER.
+
+    Returns (user, command, why_kept). The conversion is done only when it
+    keeps the meaning: ``sudo -u admin a && b`` runs ``b`` as root, and
+    ``sudo -u admin cmd > /root/log`` opens the log as root, so such lines are
+    kept whole (sudo then runs them, as Autoheal's cron did) with a warning.
+    """
+    match = _SUDO.match(script)
+    if not match:
+        return None, script, None
+    user, rest = match.group("user"), match.group("rest")
+    if rest.startswith("-- "):
+        rest = rest[3:].lstrip()
+    elif rest.startswith("-"):
+        return None, script, "kept as is (sudo runs it): sudo options other than -u cannot become User="
+    if not _simple_command(rest):
+        return None, script, (
+            "kept as is (sudo runs it): sudo -u covers only the first command of this line, "
+            "so User= would change what runs as whom; split it, or use user: and exec:"
+        )
+    return user, rest, None
+
+
+def _simple_command(command: str) -> bool:
+    """True when ``command`` is one simple command (no lists, pipes, redirections,
+    substitutions), whose meaning is the same whoever runs the shell."""
+    if "\n" in command or "`" in command or "$(" in command:
+        return False
+    lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    try:
+        tokens = list(lexer)
+    except ValueError:
+        return False
+    return not any(tok and set(tok) <= _SHELL_CONTROL for tok in tokens)
+
+
+# --- small conversions --------------------------------------------------------
+
+def _dependency_kind(item: dict) -> Tuple[str, str]:
+    """(probe kind, spec) of a validated dependency mapping."""
+    if "url" in item:
+        return "http", item["url"]
+    if "port" in item:
+        return "tcp", join_host_port(item["host"], item["port"])
+    for kind in ("tcp", "http", "unix", "dns", "exec"):
+        if kind in item:
+            return kind, item[kind]
+    raise AssertionError(f"dependency validated without a kind: {sorted(item)}")
+
+
+def join_host_port(host: str, port: int) -> str:
+    """host:port, with an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+def _status(value: Any) -> Optional[Tuple[str, ...]]:
+    if value is None:
+        return None
+    items = value if isinstance(value, list) else [value]
+    return tuple(str(v) for v in items)
+
+
+def _span(value: Any, default: Optional[float] = None) -> Optional[float]:
+    return default if value is None else systemd.parse_timespan(value)
+
+
+def _default_description(name: str) -> str:
+    try:
+        systemd.check_plain(name)
+        return name
+    except systemd.Unexpressible:
+        return systemd.unit_name(name)
+
+
+_DNS_NAME = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?\Z")
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return bool(_DNS_NAME.match(text))

@@ -1,0 +1,106 @@
+"""The conf, once read and validated: plain dataclasses, no YAML, no files.
+
+Both input formats (Autoheal and native) end up as one Conf. A dependency is
+either a check the probe runs as is (a ``unitgen_probe.Target``: the probe's
+own type, so that whatever a conf may say, the probe understands), or a
+reference to another service of the conf, resolved per host by graph.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+from unitgen_probe import Target
+
+from .errors import Mark, Problem
+
+DEFAULT_DEADLINE = 60.0
+DEFAULT_ATTEMPT_TIMEOUT = 2.0
+DEFAULT_RESTART_SEC = 3.0
+# TimeoutStartSec= applies to the probe (an ExecStartPre=): it must outlast
+# the probe's deadline, so that the probe, not systemd, decides when to give up.
+START_TIMEOUT_MARGIN = 30.0
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """How a service's ExecStartPre= probe waits."""
+
+    deadline: float = DEFAULT_DEADLINE
+    timeout: float = DEFAULT_ATTEMPT_TIMEOUT
+    any: bool = False
+
+
+@dataclass(frozen=True)
+class LossThreshold:
+    """When a remote dependency counts as lost at run time (unitgen watch)."""
+
+    failures: int = 3
+    seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class Dependency:
+    """One thing a service needs: a direct check, or another service by name."""
+
+    target: Optional[Target] = None
+    service: Optional[str] = None
+    name: Optional[str] = None
+    timeout: Optional[float] = None
+    mark: Optional[Mark] = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    command: Tuple[str, ...]
+    description: str
+    script: Optional[str] = None
+    user: Optional[str] = None
+    group: Optional[str] = None
+    working_dir: Optional[str] = None
+    environment: Tuple[Tuple[str, str], ...] = ()
+    environment_files: Tuple[str, ...] = ()
+    pid_file: Optional[str] = None
+    type: str = "exec"
+    restart_sec: float = DEFAULT_RESTART_SEC
+    wanted_by: Tuple[str, ...] = ("multi-user.target",)
+    hosts: Tuple[str, ...] = ()
+    listen: Optional[int] = None
+    health: Optional[str] = None
+    deps: Tuple[Dependency, ...] = ()
+    probe: ProbeSettings = ProbeSettings()
+    on_dependency_loss: str = "ignore"
+    loss_threshold: LossThreshold = LossThreshold()
+    start_time: Optional[float] = None
+    raw: Tuple[Tuple[str, Tuple[Tuple[str, str], ...]], ...] = ()
+    pname: Optional[str] = None
+    mark: Optional[Mark] = field(default=None, compare=False)
+
+    def raw_section(self, section: str) -> Tuple[Tuple[str, str], ...]:
+        return dict(self.raw).get(section, ())
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    address: Optional[str] = None
+
+    @property
+    def reach(self) -> str:
+        """How other hosts reach this one: its address, else its name."""
+        return self.address or self.name
+
+
+@dataclass
+class Conf:
+    path: str
+    format: str  # "autoheal" or "native"
+    services: Dict[str, Service]
+    hosts: Dict[str, Host] = field(default_factory=dict)
+    warnings: List[Problem] = field(default_factory=list)
+
+    @property
+    def multi_host(self) -> bool:
+        return bool(self.hosts)
