@@ -1,0 +1,65 @@
+"""Where unitgen's own files are, decided once, for every way it is installed.
+
+* templates/: inside the package in a wheel (hatchling copies it there), at the
+  top of the checkout for an editable install or ``python -m unitgen`` from a
+  checkout.
+* unitgen-probe: units run it by absolute path, at boot, without a PATH a
+  shell would give them; it is the console script installed next to this
+  interpreter's (the scripts directory of its install scheme), else the one
+  on PATH. ``--probe PATH`` / UNITGEN_PROBE override it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import sysconfig
+from functools import lru_cache
+from pathlib import Path
+
+from .errors import UnitgenError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROBE_SCRIPT = "unitgen-probe"
+
+
+@lru_cache(maxsize=None)
+def templates_dir() -> Path:
+    for candidate in (PACKAGE_DIR / "templates", PACKAGE_DIR.parent / "templates"):
+        if (candidate / "service.j2").is_file():
+            return candidate
+    raise UnitgenError(f"unitgen's templates are missing (looked in {PACKAGE_DIR}/templates and {PACKAGE_DIR.parent}/templates)")
+
+
+def probe_command(override: "str | None" = None) -> str:
+    """The absolute path units call as ExecStartPre= (not resolved by systemd's PATH)."""
+    chosen = override or os.environ.get("UNITGEN_PROBE")
+    if chosen:
+        if not os.path.isabs(chosen):
+            raise UnitgenError(f"the probe path {chosen!r} must be absolute: units run it without a PATH")
+        return chosen
+    return _installed_probe()
+
+
+@lru_cache(maxsize=None)
+def _installed_probe() -> str:
+    schemes = [sysconfig.get_default_scheme()] if hasattr(sysconfig, "get_default_scheme") else []
+    schemes.append(f"{os.name}_user")
+    dirs = [Path(sys.executable).parent]
+    for scheme in schemes:
+        try:
+            dirs.append(Path(sysconfig.get_path("scripts", scheme)))
+        except KeyError:
+            continue
+    for directory in dirs:
+        candidate = directory / PROBE_SCRIPT
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    found = shutil.which(PROBE_SCRIPT)
+    if found:
+        return os.path.abspath(found)
+    raise UnitgenError(
+        "unitgen-probe is not installed next to this Python (install unitgen with pip), "
+        "and not on PATH; pass --probe /absolute/path/to/unitgen-probe"
+    )

@@ -1,0 +1,112 @@
+"""Unit texts from a plan, through templates/ (the renderer never reads YAML).
+
+    Renderer(probe="/usr/bin/unitgen-probe").render(conf, host) -> {unit name: text}
+
+The jinja2 environment is built once per Renderer: StrictUndefined (a typo in
+a template is an error, not an empty value), keep_trailing_newline, no HTML
+autoescape, and a ``finalize`` hook that refuses to print any plain string:
+only ``systemd.Escaped`` values, made by the filters below, reach a unit.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Dict, List, Optional
+
+import jinja2
+
+from unitgen_probe import format_argv
+
+from . import graph, paths, systemd
+from .model import START_TIMEOUT_MARGIN, Conf
+
+_DIRECTIVE = re.compile(r"[A-Z][A-Za-z0-9]*\Z")
+# Every line a unit may hold; anything else means a value escaped its line.
+_UNIT_LINE = re.compile(r"(#.*|\[(Unit|Service|Install)\]|[A-Z][A-Za-z0-9]*=.*|)\Z")
+
+
+def _finalize(value: Any) -> Any:
+    if isinstance(value, systemd.Escaped) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise TypeError(f"template printed an unescaped value {value!r}: pass it through a systemd filter")
+
+
+def _directive(name: str) -> systemd.Escaped:
+    if not _DIRECTIVE.match(name):
+        raise systemd.Unexpressible(f"{name!r} is not a directive name")
+    return systemd.Escaped(name)
+
+
+def environment() -> jinja2.Environment:
+    """The one jinja2 environment factory for unit templates."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(paths.templates_dir())),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+        finalize=_finalize,
+    )
+    env.filters.update(
+        value=systemd.value,
+        exec=systemd.exec_command,
+        env=systemd.environment,
+        span=systemd.timespan,
+        raw=systemd.raw,
+        comment=systemd.comment,
+        directive=_directive,
+    )
+    return env
+
+
+class Renderer:
+    """Renders the units of one host; build once, call render() many times."""
+
+    def __init__(self, probe: Optional[str] = None):
+        self.probe = paths.probe_command(probe)
+        self.template = environment().get_template("service.j2")
+
+    def render(self, conf: Conf, host: Optional[str], source_path: Optional[str] = None) -> Dict[str, str]:
+        """{unit name: unit text} for every service ``host`` runs, in conf order.
+
+        ``source_path`` adds SourcePath= (for the generator: systemd then knows
+        which file a unit came from).
+        """
+        source = os.path.abspath(conf.path)
+        return {p.unit: self.unit(p, source, source_path) for p in graph.plan(conf, host)}
+
+    def unit(self, plan: graph.UnitPlan, source: str, source_path: Optional[str] = None) -> str:
+        s = plan.service
+        probe: List[str] = []
+        if plan.targets:
+            probe = [self.probe, *format_argv(
+                plan.targets, deadline=s.probe.deadline, timeout=s.probe.timeout, any_=s.probe.any)]
+        text = self.template.render(
+            s=s,
+            plan=plan,
+            source=source,
+            source_path=source_path,
+            ident=_identifier(s.name),
+            probe=probe,
+            start_timeout=s.probe.deadline + START_TIMEOUT_MARGIN,
+        )
+        _check_shape(text)
+        return text
+
+
+def _identifier(name: str) -> str:
+    """SyslogIdentifier=: the service name, or its unit-name form when it is not plain."""
+    try:
+        systemd.check_plain(name)
+        return name
+    except systemd.Unexpressible:
+        return systemd.unit_name(name, suffix="")
+
+
+def _check_shape(text: str) -> None:
+    """Defence in depth: every line is a comment, a section or one directive."""
+    for line in text.split("\n"):
+        if not _UNIT_LINE.match(line) or line.endswith("\\"):
+            raise AssertionError(f"a rendered unit has a malformed line: {line!r}")
