@@ -1,0 +1,46 @@
+"""Shared pytest fixtures.
+
+``make_fleet(names)`` boots nothing by itself: it gives a ``bed.Fleet`` of
+real systemd hosts (see tests/bed.py and DEVELOPERS.md), closed after the
+test whatever happened. Where this machine cannot boot such hosts the test
+skips with a one-line reason; set UNITGEN_REQUIRE_BED=1 (CI must) to make
+that a failure instead, so the bed tests can never silently stop running.
+"""
+
+import os
+
+import pytest
+
+import bed
+
+
+def bed_available() -> None:
+    """Skip (or, with UNITGEN_REQUIRE_BED=1, fail) the test if no host can boot here."""
+    reason = bed.unavailable_reason()
+    if reason is None:
+        return
+    if os.environ.get("UNITGEN_REQUIRE_BED") == "1":
+        pytest.fail(f"UNITGEN_REQUIRE_BED=1 but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def make_fleet():
+    """Factory: ``make_fleet(["h1", "h2"])`` -> a bed.Fleet, torn down after the test."""
+    bed_available()
+    fleets = []
+
+    def make(names, **options):
+        fleet = bed.Fleet(names, **options)
+        fleets.append(fleet)
+        return fleet
+
+    yield make
+    errors = []
+    for fleet in reversed(fleets):
+        try:
+            fleet.close()
+        except bed.BedError as error:
+            errors.append(error)
+    if errors:
+        raise errors[0]
