@@ -1,0 +1,69 @@
+"""`check`: one attempt at one target, and its `Result`.
+
+The code of each kind is imported on first use, so that a probe that waits
+for a TCP port never loads http.client, ssl or subprocess.
+"""
+
+from time import monotonic
+
+from .attempt import Budget, Failed
+from .targets import DEFAULT_TIMEOUT, printable, redact
+
+
+class Result:
+    """The outcome of one attempt: ``ok``, ``reason`` (operator's words,
+    never containing URL credentials) and ``latency`` (seconds the attempt
+    took, monotonic clock). Immutable; compares equal field by field."""
+
+    __slots__ = ("ok", "reason", "latency")
+
+    def __init__(self, ok, reason, latency):
+        for slot, value in (("ok", bool(ok)), ("reason", reason), ("latency", latency)):
+            object.__setattr__(self, slot, value)
+
+    def __setattr__(self, attr, value):
+        raise AttributeError("Result is immutable")
+
+    __delattr__ = __setattr__
+
+    def __eq__(self, other):
+        if not isinstance(other, Result):
+            return NotImplemented
+        return (self.ok, self.reason, self.latency) == (other.ok, other.reason, other.latency)
+
+    def __hash__(self):
+        return hash((self.ok, self.reason, self.latency))
+
+    def __repr__(self):
+        return f"Result(ok={self.ok!r}, reason={self.reason!r}, latency={self.latency!r})"
+
+
+def check(target, timeout=None):
+    """Make ONE attempt at *target*, blocking for at most about *timeout*
+    seconds (default: the target's own timeout, else 2 s), and return its
+    `Result`. Never raises for a failing or hostile dependency: every
+    failure, expected or not, becomes ``Result(ok=False, reason=...)``.
+    Safe to call from several threads at once.
+    """
+    seconds = timeout if timeout is not None else (target.timeout or DEFAULT_TIMEOUT)
+    run = _check_of(target.kind)
+    start = monotonic()
+    try:
+        return Result(True, run(target, Budget(seconds)), monotonic() - start)
+    except Failed as failure:
+        words = str(failure)
+    except Exception as error:  # a probe reports; it does not crash on one odd answer
+        words = f"unexpected error: {type(error).__name__}: {error}"
+    return Result(False, printable(redact(words)), monotonic() - start)
+
+
+def _check_of(kind):
+    """The function that checks targets of *kind*: f(target, budget) -> reason."""
+    if kind == "http":
+        from .http_check import check_http
+        return check_http
+    if kind == "exec":
+        from .command import check_exec
+        return check_exec
+    from . import net
+    return getattr(net, "check_" + kind)

@@ -1,0 +1,334 @@
+"""What the probe waits for: `Target`, its validation, and how it is shown.
+
+A `Target` is immutable and valid by construction: a malformed spec or an
+option that does not fit the kind raises `UsageError` at once, so that
+unitgen can validate a configuration without running anything, and the
+probe can exit 2 before the first attempt.
+
+Nothing here does I/O. Heavy modules (`re`, `urllib.parse`) are imported
+only for the kinds that need them, because this module is on the probe's
+start-up path.
+"""
+
+import _socket  # socket's C core: see net.py
+
+KINDS = ("tcp", "http", "unix", "dns", "exec")
+
+#: Per-attempt timeout in seconds when neither the target nor the command
+#: line sets one: longer than the first TCP SYN retransmission (1 s), so one
+#: lost SYN does not fail an attempt, yet short enough that an attempt at a
+#: host that is down ends, and says why, within a couple of seconds.
+DEFAULT_TIMEOUT = 2.0
+
+# sun_path holds 108 bytes including the terminating NUL.
+_UNIX_PATH_MAX = 107
+_HTTP_ONLY = ("status", "body")
+_HTTPS_ONLY = ("ca_file", "insecure")
+
+
+class UsageError(ValueError):
+    """A malformed command line, target spec or option (exit status 2).
+
+    The message is one line, written for the operator, and never contains
+    URL credentials.
+    """
+
+
+class Target:
+    """One dependency to wait for: a kind, a spec and per-target options.
+
+    ``Target(kind, spec, name=None, status=None, body=None, ca_file=None,
+    insecure=False, timeout=None)``
+
+    - kind: ``tcp`` (spec ``HOST:PORT`` or ``[V6ADDR]:PORT``), ``http``
+      (spec an ``http://`` or ``https://`` URL), ``unix`` (spec a socket path,
+      or ``@name`` for the abstract namespace), ``dns`` (spec a host name) or
+      ``exec`` (spec one shell command, run with ``/bin/sh -c``).
+    - name: the label used in messages instead of the spec.
+    - status (http): accepted statuses, a comma list such as ``"200,204"``
+      or ``"2xx,301"``, or an iterable of codes and classes; default 2xx.
+    - body (http): a regular expression the body must match (re.search).
+    - ca_file / insecure (https): verify against this CA bundle, or not at
+      all; the default verifies against the system's trust store.
+    - timeout: per-attempt timeout in seconds for this target.
+
+    Targets compare equal when all these fields are equal, and are hashable.
+    The constructor raises `UsageError` for anything malformed.
+    """
+
+    __slots__ = ("kind", "spec", "name", "status", "body", "ca_file",
+                 "insecure", "timeout", "_address")
+
+    def __init__(self, kind, spec, name=None, status=None, body=None,
+                 ca_file=None, insecure=False, timeout=None):
+        if kind not in KINDS:
+            raise UsageError(f"unknown kind {kind!r} (expected {_or_list(KINDS)})")
+        if not isinstance(spec, str) or not spec:
+            raise UsageError(f"{kind}: the spec is empty")
+        if "\0" in spec:
+            raise UsageError(f"{kind}: the spec contains a NUL byte")
+        given = {"status": status is not None, "body": body is not None,
+                 "ca_file": ca_file is not None, "insecure": bool(insecure)}
+        address = _PARSERS[kind](spec)
+        if kind != "http":
+            _refuse_options(kind, given, _HTTP_ONLY + _HTTPS_ONLY, "http targets")
+        elif not spec.lower().startswith("https:"):
+            _refuse_options(kind, given, _HTTPS_ONLY, "https URLs")
+        if ca_file is not None and insecure:
+            raise UsageError("--ca-file and --insecure exclude each other")
+        values = {
+            "kind": kind,
+            "spec": spec,
+            "name": _label(name),
+            "status": None if status is None else _statuses(status),
+            "body": None if body is None else _regex(body),
+            "ca_file": None if ca_file is None else _path(ca_file, "--ca-file"),
+            "insecure": bool(insecure),
+            "timeout": None if timeout is None else seconds(timeout, "--timeout", allow_zero=False),
+            "_address": address,
+        }
+        for slot, value in values.items():
+            object.__setattr__(self, slot, value)
+
+    def __setattr__(self, attr, value):
+        raise AttributeError("Target is immutable")
+
+    __delattr__ = __setattr__
+
+    def _fields(self):
+        return (self.kind, self.spec, self.name, self.status, self.body,
+                self.ca_file, self.insecure, self.timeout)
+
+    def __eq__(self, other):
+        if not isinstance(other, Target):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self):
+        return hash(self._fields())
+
+    def __repr__(self):
+        # The spec is redacted: a repr ends up in logs and tracebacks.
+        fields = [f"{self.kind!r}", f"{self.safe_spec!r}"]
+        for attr, default in (("name", None), ("status", None), ("body", None),
+                              ("ca_file", None), ("insecure", False), ("timeout", None)):
+            value = getattr(self, attr)
+            if value != default:
+                fields.append(f"{attr}={value!r}")
+        return f"Target({', '.join(fields)})"
+
+    @property
+    def safe_spec(self):
+        """The spec as it may be printed: URL credentials removed."""
+        if self.kind in ("http", "exec"):
+            return redact(self.spec)
+        return self.spec
+
+    @property
+    def label(self):
+        """The label used in every message: the name, else the safe spec."""
+        return self.name if self.name is not None else self.safe_spec
+
+    @property
+    def display(self):
+        """How messages name the target: ``db (10.0.0.11:5432)``, or the safe spec."""
+        shown = printable(self.safe_spec)
+        return shown if self.name is None else f"{self.name} ({shown})"
+
+    @property
+    def address(self):
+        """The parsed spec the checks use (kind-specific; see the parsers)."""
+        return self._address
+
+
+def _or_list(words):
+    return ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def _refuse_options(kind, given, options, where):
+    for option in options:
+        if given[option]:
+            flag = "--" + option.replace("_", "-")
+            raise UsageError(f"{flag} applies to {where} only, not to {kind}")
+
+
+# --- spec parsers: each returns the address the check uses ----------------
+
+def _parse_tcp(spec):
+    """``HOST:PORT`` or ``[V6ADDR]:PORT`` -> (host, port)."""
+    if spec.startswith("["):
+        inside, sep, rest = spec[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise UsageError(f"tcp {spec}: expected [V6ADDR]:PORT")
+        _ipv6(inside, spec)
+        return inside, _port(rest[1:], spec)
+    host, sep, port = spec.rpartition(":")
+    if not sep:
+        raise UsageError(f"tcp {spec}: expected HOST:PORT (the port is missing)")
+    if ":" in host:
+        raise UsageError(f"tcp {spec}: put an IPv6 address in brackets, e.g. [::1]:5432")
+    return hostname(host, "tcp " + spec), _port(port, spec)
+
+
+def parse_url(spec):
+    """Validate an http:// or https:// URL -> urllib.parse.SplitResult."""
+    scheme = spec.partition(":")[0].lower()
+    if scheme not in ("http", "https") or not spec[len(scheme):].startswith("://"):
+        raise UsageError(f"http {redact(spec)}: the URL must start with http:// or https://")
+    bad = [c for c in spec if c <= " " or c == "\x7f"]
+    if bad:
+        raise UsageError(f"http {printable(redact(spec))}: the URL contains "
+                         f"{'a space' if bad[0] == ' ' else 'a control character'}"
+                         " (percent-encode it)")
+    from urllib.parse import urlsplit
+
+    url = urlsplit(spec)
+    try:
+        port = url.port  # None when absent; ValueError when not a number in 0-65535
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise UsageError(f"http {redact(spec)}: the port must be a number from 1 to 65535")
+    host = url.hostname or ""
+    where = "http " + redact(spec)
+    if "[" in url.netloc:
+        _ipv6(host, where)
+    else:
+        hostname(host, where)
+    return url
+
+
+def _parse_unix(spec):
+    """A socket path, or ``@name`` (abstract namespace) -> str or bytes."""
+    address = b"\0" + spec[1:].encode() if spec.startswith("@") else spec
+    size = len(address) if isinstance(address, bytes) else len(spec.encode())
+    if size > _UNIX_PATH_MAX:
+        raise UsageError(f"unix {spec}: longer than {_UNIX_PATH_MAX} bytes, "
+                         "the limit of a unix socket address")
+    return address
+
+
+def _parse_dns(spec):
+    return hostname(spec, "dns " + spec)
+
+
+def _parse_exec(spec):
+    if not spec.strip():
+        raise UsageError("exec: the command is empty")
+    return spec
+
+
+_PARSERS = {"tcp": _parse_tcp, "http": parse_url, "unix": _parse_unix,
+            "dns": _parse_dns, "exec": _parse_exec}
+
+
+def hostname(text, where):
+    """Validate a host name or IPv4 address (letters, digits, ``-``, ``_``, dots)."""
+    name = text[:-1] if text.endswith(".") else text
+    labels = name.split(".")
+    if not name or len(name) > 253 or not all(0 < len(label) <= 63 for label in labels):
+        raise UsageError(f"{where}: {text!r} is not a valid host name")
+    if name.startswith("-") or not all(c.isalnum() or c in "-_." for c in name):
+        raise UsageError(f"{where}: {text!r} is not a valid host name")
+    return text
+
+
+def _ipv6(text, where):
+    try:
+        _socket.inet_pton(_socket.AF_INET6, text.partition("%")[0])
+    except OSError:
+        raise UsageError(f"{where}: {text!r} is not an IPv6 address") from None
+
+
+def _port(text, spec):
+    if not (text.isdigit() and text.isascii() and 0 < int(text) < 65536):
+        raise UsageError(f"tcp {spec}: the port must be a number from 1 to 65535")
+    return int(text)
+
+
+# --- option values ---------------------------------------------------------
+
+def seconds(value, option, allow_zero):
+    """A duration in seconds from a number or decimal text; finite, >= 0."""
+    if isinstance(value, bool):
+        raise UsageError(f"{option}: expected a number of seconds, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{option}: expected a number of seconds, got {value!r}") from None
+    if not (0 <= number < float("inf")) or (number == 0 and not allow_zero):
+        bound = "0 or more" if allow_zero else "more than 0"
+        raise UsageError(f"{option}: expected {bound} seconds, got {value!r}")
+    return number
+
+
+def _statuses(value):
+    """Accepted HTTP statuses -> a tuple of tokens such as ('200', '2xx')."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    tokens = []
+    for item in items:
+        token = str(item).strip().lower()
+        exact = token.isdigit() and len(token) == 3 and 100 <= int(token) <= 599
+        klass = len(token) == 3 and token[0] in "12345" and token[1:] == "xx"
+        if not (exact or klass):
+            raise UsageError(f"--status: {str(item).strip()!r} is not a status code "
+                             "(100-599) or class (1xx-5xx)")
+        if token not in tokens:
+            tokens.append(token)
+    if not tokens:
+        raise UsageError("--status: the list is empty")
+    return tuple(tokens)
+
+
+def accepts(statuses, code):
+    """Whether HTTP status *code* is accepted (default: any 2xx)."""
+    text = str(code)
+    return any(token == text or token == text[0] + "xx" for token in statuses or ("2xx",))
+
+
+def _regex(pattern):
+    import re
+
+    if not isinstance(pattern, str):
+        raise UsageError("--body: expected a regular expression")
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        raise UsageError(f"--body: bad regular expression: {error}") from None
+    return pattern
+
+
+def _label(name):
+    if name is None:
+        return None
+    if not isinstance(name, str) or not name.strip():
+        raise UsageError("--name: the label is empty")
+    if printable(name) != name:
+        raise UsageError(f"--name: the label contains a control character: {printable(name)}")
+    return name
+
+
+def _path(path, option):
+    if not isinstance(path, str) or not path or "\0" in path:
+        raise UsageError(f"{option}: expected a file path")
+    return path
+
+
+# --- showing ---------------------------------------------------------------
+
+def redact(text):
+    """Remove URL credentials (``scheme://user:password@``) from *text*."""
+    if "@" not in text:
+        return text
+    import re
+
+    return re.sub(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s]*@", r"\1", text)
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(32), 127)}
+_CONTROL.update({ord("\n"): "\\n", ord("\t"): "\\t", ord("\r"): "\\r"})
+
+
+def printable(text):
+    """*text* on one line: control characters shown as escapes."""
+    return text.translate(_CONTROL)
