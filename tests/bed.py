@@ -255,20 +255,45 @@ def _cgroup_empty(path: str) -> bool:
 
 def _execute(argv: Sequence[str], *, input: Optional[bytes] = None, timeout: float,
              env: Optional[dict] = None) -> subprocess.CompletedProcess:
-    """Run argv in a session of its own; on timeout kill that whole session.
-
-    nsenter forks the command into the host's PID namespace; killing only
-    nsenter would leave the command running there.
-    """
+    """Run argv in a session of its own; on timeout kill what it started."""
     process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, env=env, start_new_session=True)
     try:
         stdout, stderr = process.communicate(input, timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
+        _kill_session(process)
         raise
     return subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
+
+
+def _kill_session(process: subprocess.Popen) -> None:
+    """SIGKILL every process of process's session but process itself, then reap it.
+
+    process is nsenter, which forked the command into a host's PID namespace
+    and exits once it has reaped it. Killed first, it would orphan the
+    command to the machine's init, whose late reaping would hold up that
+    host's next power cut (the PID namespace ends only when all are reaped).
+    """
+    for pid in _session_members(process.pid):
+        if pid != process.pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()  # nsenter had not forked yet: nothing to orphan
+    process.communicate()
+
+
+def _session_members(session: int) -> list:
+    members = []
+    for entry in os.listdir("/proc"):
+        stat = _read_text(f"/proc/{entry}/stat") if entry.isdigit() else ""
+        if stat and int(stat.rsplit(")", 1)[1].split()[3]) == session:
+            members.append(int(entry))
+    return members
 
 
 def _decoded(argv: Sequence[str], result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
@@ -323,7 +348,7 @@ class Host:
         return os.path.join(self.fleet.directory, self.name)
 
     def console(self) -> str:
-        """What the boot script and systemd printed on stdout/stderr, every boot."""
+        """What the boot script printed, every boot (why a boot failed before systemd)."""
         with open(self.fleet.keeper_path(self.disk, "console.log"), errors="replace") as log:
             return log.read()
 
@@ -352,6 +377,8 @@ class Host:
         """
         deadline = time.monotonic() + timeout
         while True:
+            if not self.is_up:
+                raise BootError(f"{self.name} went down while booting\n{self._console_tail()}")
             state = self._system_state(max(deadline - time.monotonic(), 0.1))
             if state == "running" or (state == "degraded" and allow_degraded):
                 break
@@ -666,8 +693,11 @@ class Fleet:
         for host in self:
             host._await_down()
 
-    def run(self, argv: Sequence[str], timeout: float = 30) -> subprocess.CompletedProcess:
-        """Run argv on the bridge's network (10.248.0.1), outside every host."""
+    def run_on_bridge(self, argv: Sequence[str], timeout: float = 30) -> subprocess.CompletedProcess:
+        """Run argv from the bridge's address (10.248.0.1), outside every host: an observer.
+
+        Only the network is the fleet's; files and processes are the machine's.
+        """
         return _decoded(argv, _execute(self.keeper_command("-n", *argv), timeout=timeout))
 
     def close(self) -> None:

@@ -153,7 +153,7 @@ def test_hosts_reach_each_other_by_name_over_tcp(make_fleet):
 
     assert fleet["h1"].run([sys.executable, "-c", CLIENT, "h2"]).stdout.strip() == "h2"
     assert fleet["h3"].run([sys.executable, "-c", CLIENT, "h2"]).stdout.strip() == "h2"
-    from_bridge = fleet.run([sys.executable, "-c", CLIENT, fleet["h2"].address])
+    from_bridge = fleet.run_on_bridge([sys.executable, "-c", CLIENT, fleet["h2"].address])
     assert from_bridge.stdout.strip() == "h2", from_bridge.stderr
     assert f"{fleet['h3'].address}\th3" in fleet["h1"].read_file("/etc/hosts")
 
@@ -190,16 +190,36 @@ def test_power_cut_kills_everything_in_the_host_and_reboots_repeatedly(make_flee
     print("\nboots: " + ", ".join(f"{seconds * 1000:.0f} ms" for seconds in host.boot_seconds))
 
 
+def test_run_timeout_kills_the_command_inside_the_host(make_fleet):
+    host = make_fleet(["h1"])["h1"]
+    host.boot()
+    with pytest.raises(subprocess.TimeoutExpired):
+        host.run(["sh", "-c", "sleep 101 & sleep 102"], timeout=0.5)
+    assert "sleep" not in host.run(["ps", "-e", "-o", "comm="]).stdout.split()
+    host.power_cut()  # not held up by orphans of the killed command
+
+
+def wanted_at_boot(host, unit, service_section):
+    """Install unit on the host's disk, wanted by multi-user.target (a drop-in: no enable)."""
+    host.write_file(f"/etc/systemd/system/{unit}", f"[Service]\nType=oneshot\n{service_section}\n")
+    host.write_file(f"/etc/systemd/system/multi-user.target.d/{unit}.conf", f"[Unit]\nWants={unit}\n")
+
+
 def test_failed_unit_at_boot_is_reported(make_fleet):
     host = make_fleet(["h1"])["h1"]
-    host.write_file("/etc/systemd/system/bed-fail.service",
-                    "[Service]\nType=oneshot\nExecStart=/bin/false\n[Install]\nWantedBy=multi-user.target\n")
-    host.boot()
-    host.systemctl("enable", "bed-fail.service")
-    host.power_cut()
+    wanted_at_boot(host, "bed-fail.service", "ExecStart=/bin/false")
     with pytest.raises(bed.BootError, match="bed-fail.service"):
         host.boot()
     assert host.wait_booted(allow_degraded=True) == "degraded"
+
+
+def test_boot_that_does_not_finish_names_the_waiting_jobs(make_fleet):
+    host = make_fleet(["h1"])["h1"]
+    wanted_at_boot(host, "bed-slow.service", "ExecStart=/bin/sleep 600")
+    with pytest.raises(bed.BootError, match="did not finish booting(.|\n)*bed-slow.service"):
+        host.boot(timeout=2)
+    host.power_cut()
+    assert not host.is_up
 
 
 def test_system_bus_is_reachable_from_the_machine(make_fleet):
