@@ -24,7 +24,8 @@ class Result:
     def __setattr__(self, attr, value):
         raise AttributeError("Result is immutable")
 
-    __delattr__ = __setattr__
+    def __delattr__(self, attr):
+        raise AttributeError("Result is immutable")
 
     def __eq__(self, other):
         if not isinstance(other, Result):

@@ -108,11 +108,14 @@ class _Connection(http.client.HTTPConnection):
 
     def connect(self):
         budget = self._budget
+        # The TLS context first: a CA file that cannot be read is the reason
+        # to give, whether or not the server answers.
+        context = _context(self._target.ca_file, self._target.insecure) if self._https else None
         raw = connect_any(resolve(self.host, self.port, budget), budget,
                           not is_address(self.host))
         sock = _PlainSocket(raw.family, raw.type, raw.proto, fileno=raw.detach())
-        if self._https:
-            sock = _handshake(sock, self.host, self._target, budget)
+        if context:
+            sock = _handshake(sock, self.host, context, budget)
         sock.budget = budget
         self.sock = sock
 
@@ -145,13 +148,12 @@ class _TLSSocket(_Bounded, ssl.SSLSocket):
     pass
 
 
-def _handshake(sock, host, target, budget):
-    """Wrap *sock* in TLS, verifying the server unless told not to."""
+def _handshake(sock, host, context, budget):
+    """Wrap *sock* in TLS with *context*, within *budget*."""
     left = budget.left()
     if left <= 0:
         sock.close()
         raise budget.timed_out("connecting")
-    context = _context(target.ca_file, target.insecure)
     sock.settimeout(left)
     try:
         return context.wrap_socket(sock, server_hostname=host)

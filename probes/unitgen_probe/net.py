@@ -146,56 +146,58 @@ def connect_any(addresses, budget, name_them):
     `STAGGER` if it has not answered yet, so a host that drops SYNs on one
     address does not eat the budget of the others. Returns the connected
     socket, in blocking mode. Raises `Failed` with the reason of each
-    address, naming the address when *name_them* is true or there are
-    several.
+    address, in their order, naming the address when *name_them* is true
+    or there are several.
     """
-    waiting = list(addresses)
-    pending = {}  # fd -> (socket, address shown)
-    failures = []  # (address shown, reason or None for a timeout)
+    addresses = list(addresses)
+    reasons = [None] * len(addresses)  # None: no answer in time
+    pending = {}  # fd -> (socket, index)
     poller = select.poll()
+    started = 0
     next_start = monotonic()
     try:
-        while waiting or pending:
+        while started < len(addresses) or pending:
             now = monotonic()
             if now >= budget.deadline:
-                failures += [(shown, None) for _, shown in pending.values()]
                 break
-            if waiting and (not pending or now >= next_start):
-                sock, shown, error = _start_connect(waiting.pop(0))
+            if started < len(addresses) and (not pending or now >= next_start):
+                sock, error = _start_connect(addresses[started])
                 if not error:
                     return sock
                 if error == errno.EINPROGRESS:
-                    pending[sock.fileno()] = (sock, shown)
+                    pending[sock.fileno()] = (sock, started)
                     poller.register(sock, select.POLLOUT)
                     next_start = now + STAGGER
                 else:
-                    failures.append((shown, reason(error)))
+                    reasons[started] = reason(error)
+                started += 1
                 continue
-            until = min(budget.deadline, next_start) if waiting else budget.deadline
+            until = min(budget.deadline, next_start) if started < len(addresses) else budget.deadline
             for fd, _ in poller.poll(int((until - now) * 1000) + 1):
-                sock, shown = pending.pop(fd)
+                sock, index = pending.pop(fd)
                 poller.unregister(fd)
                 error = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
                 if not error:
                     sock.setblocking(True)
                     return sock
                 sock.close()
-                failures.append((shown, reason(error)))
+                reasons[index] = reason(error)
     finally:
         for sock, _ in pending.values():
             sock.close()
-    raise _failure(failures, budget, name_them)
+    raise _failure([(address[4][0], why) for address, why in zip(addresses, reasons)],
+                   budget, name_them)
 
 
 def _start_connect(address):
-    """Start a non-blocking connect: (socket, address shown, errno or 0)."""
+    """Start a non-blocking connect: (socket, errno or 0)."""
     family, kind, proto, _, sockaddr = address
     sock = _socket.socket(family, kind, proto)
     sock.setblocking(False)
     error = sock.connect_ex(sockaddr)
     if error not in (0, errno.EINPROGRESS):
         sock.close()
-    return sock, sockaddr[0], error
+    return sock, error
 
 
 def _failure(failures, budget, name_them):

@@ -93,7 +93,8 @@ class Target:
     def __setattr__(self, attr, value):
         raise AttributeError("Target is immutable")
 
-    __delattr__ = __setattr__
+    def __delattr__(self, attr):
+        raise AttributeError("Target is immutable")
 
     def _fields(self):
         return (self.kind, self.spec, self.name, self.status, self.body,
@@ -182,7 +183,10 @@ def parse_url(spec):
                          " (percent-encode it)")
     from urllib.parse import urlsplit
 
-    url = urlsplit(spec)
+    try:
+        url = urlsplit(spec)
+    except ValueError as error:  # e.g. "Invalid IPv6 URL"
+        raise UsageError(f"http {redact(spec)}: {error}") from None
     try:
         port = url.port  # None when absent; ValueError when not a number in 0-65535
     except ValueError:
