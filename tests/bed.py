@@ -69,6 +69,9 @@ PREFIX_LENGTH = 24
 BRIDGE_ADDRESS = f"{NETWORK}.1"
 FIRST_HOST_OCTET = 11
 HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Commands run in hosts find the test interpreter's scripts first (unitgen,
+# unitgen-probe, python3 of the same environment): the lower layer is "/".
+RUN_PATH = f"{os.path.dirname(sys.executable)}:{HOST_PATH}"
 BOOT_TIMEOUT = 30.0
 REQUIRED_COMMANDS = ("unshare", "nsenter", "ip", "mount", "umount", "pivot_root", "setpriv", "chroot")
 
@@ -424,12 +427,12 @@ class Host:
             input: Union[str, bytes, None] = None, env: Optional[dict] = None) -> subprocess.CompletedProcess:
         """Run argv inside the host (all its namespaces) as root; text result.
 
-        The environment is a clean PATH/LANG/HOME plus ``env``. With ``check``
+        The environment is RUN_PATH, LANG, HOME plus ``env``. With ``check``
         a non-zero exit raises CommandFailed (stderr in the message). On
         timeout the command is killed (inside the host too).
         """
         pid = self._require_up()
-        environment = {"PATH": HOST_PATH, "LANG": "C.UTF-8", "HOME": "/root", **(env or {})}
+        environment = {"PATH": RUN_PATH, "LANG": "C.UTF-8", "HOME": "/root", **(env or {})}
         data = input.encode() if isinstance(input, str) else input
         result = _decoded(argv, _execute(["nsenter", "-t", str(pid), "-a", "--", *argv],
                                          input=data, timeout=timeout, env=environment))
