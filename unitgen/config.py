@@ -371,31 +371,27 @@ class _NativeReader(_Reader):
 def merge_defaults(defaults: MarkedMap, service: MarkedMap) -> MarkedMap:
     """A service's settings over the defaults: mappings merge key by key, and a
     service's own exec or script replaces both of the defaults' command keys."""
-    merged = MarkedMap()
-    merged.mark = service.mark
+    if not defaults:
+        return service
     own_command = any(k in service for k in _COMMAND_KEYS)
-    for source in (defaults, service):
-        for key, value in source.items():
-            if source is defaults and own_command and key in _COMMAND_KEYS:
-                continue
-            if key in _DEEP_KEYS and isinstance(value, dict) and isinstance(merged.get(key), dict):
-                value = _merge_maps(merged[key], value, depth=2 if key == "systemd" else 1)
-            merged[key] = value
-            merged.key_marks[key] = source.key_mark_of(key)
-            merged.value_marks[key] = source.mark_of(key)
-    return merged
+    skip = _COMMAND_KEYS if own_command else ()
+    return _merge_maps(defaults, service, {k: 2 if k == "systemd" else 1 for k in _DEEP_KEYS}, skip)
 
 
-def _merge_maps(base: MarkedMap, over: MarkedMap, depth: int) -> MarkedMap:
-    merged = MarkedMap()
-    merged.mark = over.mark
+def _merge_maps(base: MarkedMap, over: MarkedMap, deep: dict, skip=()) -> MarkedMap:
+    """``over`` on top of ``base``; keys in ``deep`` merge recursively (to their depth).
+    Marks are copied as they are (both maps come from the same file)."""
+    merged = MarkedMap(over.file, over.mark)
     for source in (base, over):
         for key, value in source.items():
-            if depth > 1 and isinstance(value, dict) and isinstance(merged.get(key), dict):
-                value = _merge_maps(merged[key], value, depth - 1)
+            if source is base and key in skip:
+                continue
+            depth = deep.get(key) if isinstance(key, str) else None
+            if depth and isinstance(value, dict) and isinstance(merged.get(key), dict):
+                value = _merge_maps(merged[key], value, {} if depth == 1 else dict.fromkeys(value, 1))
             merged[key] = value
-            merged.key_marks[key] = source.key_mark_of(key)
-            merged.value_marks[key] = source.mark_of(key)
+            merged.key_marks[key] = source.key_marks.get(key, source.mark)
+            merged.value_marks[key] = source.value_marks.get(key, source.mark)
     return merged
 
 

@@ -80,7 +80,7 @@ def plan(conf: Conf, host: Optional[str]) -> List[UnitPlan]:
     plans = []
     for service in conf.services.values():
         if host in placements(conf, service):
-            targets, after = _resolve(conf, service, host, [])
+            targets, after = _resolve(conf, service, host)
             plans.append(UnitPlan(service, host, systemd.unit_name(service.name), targets, after))
     return plans
 
@@ -89,8 +89,13 @@ def check(conf: Conf) -> List[Problem]:
     """Every problem of the graph as a whole: unresolvable dependencies, cycles."""
     problems: List[Problem] = []
     for service in conf.services.values():
-        for host in placements(conf, service):
-            _resolve(conf, service, host, problems)
+        for dep in service.deps:
+            if dep.service is not None:
+                other = conf.services[dep.service]
+                if not (other.health or other.listen):
+                    problems.append(Problem(
+                        f"depends on {other.name!r}, which has neither listen: nor health:, "
+                        "so nothing can tell when it is ready", dep.mark))
     if not problems:
         problems.extend(_cycle_problems(conf))
     return _unique(problems)
@@ -108,7 +113,8 @@ def edges(conf: Conf, node: Node) -> Iterator[Tuple[Node, Dependency]]:
             yield (dep.service, other), dep
 
 
-def _resolve(conf: Conf, service: Service, host: Optional[str], problems: List[Problem]):
+def _resolve(conf: Conf, service: Service, host: Optional[str]):
+    """(probe targets, same-host units) of a service on a host; the conf is checked."""
     targets: List[Target] = []
     after: List[str] = []
     for dep in service.deps:
@@ -124,23 +130,16 @@ def _resolve(conf: Conf, service: Service, host: Optional[str], problems: List[P
             addresses = [(h, conf.hosts[h].reach) for h in where]
         for other_host, address in addresses:
             label = dep.name or (other.name if len(addresses) == 1 else f"{other.name}@{other_host}")
-            target = _readiness(other, address, label, dep.timeout)
-            if target is None:
-                problems.append(Problem(
-                    f"depends on {other.name!r}, which has neither listen: nor health:, "
-                    "so nothing can tell when it is ready", dep.mark))
-                break
-            targets.append(target)
+            targets.append(_readiness(other, address, label, dep.timeout))
     return tuple(dict.fromkeys(targets)), tuple(dict.fromkeys(after))
 
 
-def _readiness(service: Service, address: str, label: str, timeout: Optional[float]) -> Optional[Target]:
+def _readiness(service: Service, address: str, label: str, timeout: Optional[float]) -> Target:
+    """What tells that ``service`` at ``address`` is ready: its health URL, else its port."""
     if service.health:
         url_host = f"[{address}]" if ":" in address else address
         return Target("http", service.health.replace("{host}", url_host), name=label, timeout=timeout)
-    if service.listen:
-        return Target("tcp", join_host_port(address, service.listen), name=label, timeout=timeout)
-    return None
+    return Target("tcp", join_host_port(address, service.listen), name=label, timeout=timeout)
 
 
 def _cycle_problems(conf: Conf) -> List[Problem]:

@@ -78,9 +78,6 @@ class Service:
     pname: Optional[str] = None
     mark: Optional[Mark] = field(default=None, compare=False)
 
-    def raw_section(self, section: str) -> Tuple[Tuple[str, str], ...]:
-        return dict(self.raw).get(section, ())
-
 
 @dataclass(frozen=True)
 class Host:

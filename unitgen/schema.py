@@ -44,6 +44,8 @@ _TYPE_TESTS: Dict[str, Callable[[Any], bool]] = {
     "null": lambda v: v is None,
 }
 
+_PYTHON_TYPES = {"object": dict, "array": list, "string": str, "integer": int, "number": (int, float),
+                 "boolean": bool, "null": ()}
 _TYPE_WORDS = {
     "object": "a mapping",
     "array": "a list",
@@ -96,14 +98,23 @@ def _short(text: str, limit: int = 40) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
-def _problem(message: str, path: KeyPath, mark: Optional[Mark]) -> Tuple[Problem]:
-    return (Problem(message, mark, format_path(path), path),)
+def _problem(message: str, path: KeyPath, where: Any) -> Tuple[Problem]:
+    return (Problem(message, _resolve(where), format_path(path), path),)
 
 
-def _child_mark(container: Any, key: Any, default: Optional[Mark]) -> Optional[Mark]:
+# Where a value is, passed down while validating: a Mark, or (container, key),
+# turned into a Mark only when a problem is reported (most values have none).
+def _child_mark(container: Any, key: Any, default: Any) -> Any:
     if isinstance(container, (MarkedMap, MarkedList)):
-        return container.mark_of(key)
+        return (container, key)
     return default
+
+
+def _resolve(where: Any) -> Optional[Mark]:
+    if isinstance(where, tuple):
+        container, key, *of_key = where
+        return container.key_mark_of(key) if of_key else container.mark_of(key)
+    return where
 
 
 class _Compiler:
@@ -175,12 +186,17 @@ def _compile_type(spec: Any) -> Optional[Check]:
     if spec is None:
         return None
     names = _type_names(spec)
-    tests = [_TYPE_TESTS[n] for n in names]
     wanted = " or ".join(_TYPE_WORDS[n] for n in names)
     hint = "; quote it to make it text" if "string" in names else ""
+    classes = tuple({_PYTHON_TYPES[n] for n in names if n != "null"} - {()})
+    allow_none = "null" in names
+    # bool is an int in Python, but not an integer or a number in JSON Schema
+    refuse_bool = "boolean" not in names
 
     def check(value, path, mark):
-        if any(test(value) for test in tests):
+        if isinstance(value, classes) and not (refuse_bool and value.__class__ is bool):
+            return _OK
+        if value is None and allow_none:
             return _OK
         return _problem(f"expected {wanted}, got {describe(value)}{hint}", path, mark)
 
@@ -235,7 +251,7 @@ def _k_properties(c: _Compiler, s: dict) -> Check:
                 if extra is False:
                     where = value.key_mark_of(key) if isinstance(value, MarkedMap) else mark
                     message = f"unknown key {_short(str(key))}{did_you_mean(key, known)}"
-                    found.append(Problem(message, where, format_path(path), path + (key,)))
+                    found.append(Problem(message, _resolve(where), format_path(path), path + (key,)))
                     continue
                 sub = extra_check
             if sub is not None:
@@ -269,12 +285,12 @@ def _k_property_names(c: _Compiler, s: dict) -> Check:
             return _OK
         found: List[Problem] = []
         for key in value:
-            where = value.key_mark_of(key) if isinstance(value, MarkedMap) else mark
+            where = (value, key, "key") if isinstance(value, MarkedMap) else mark
             if not isinstance(key, str):
                 found.extend(_problem(f"a name must be text, got {describe(key)}; quote it", path, where))
                 continue
             for p in sub(key, path, where):
-                found.append(Problem(f"name {_short(key)} {p.message}", p.mark, p.path, p.keys))
+                found.append(Problem(f"name {_short(key)} {p.message}", _resolve(p.mark), p.path, p.keys))
         return found or _OK
 
     return check
@@ -341,21 +357,42 @@ class _Branch:
         return self.types is None or any(_TYPE_TESTS[t](value) for t in self.types)
 
 
+
 def _alternatives(exactly_one: bool):
     keyword = "oneOf" if exactly_one else "anyOf"
 
     def builder(c: _Compiler, s: dict) -> Check:
         branches = [_Branch(c, b) for b in s[keyword]]
         all_keys = sorted({k for b in branches for k in b.keys})
+        keyless = [b for b in branches if not b.required]
+        by_key: Dict[str, List[_Branch]] = {}
+        for b in branches:
+            if b.required:
+                by_key.setdefault(b.required[0], []).append(b)
+
+        def candidates_for(value):
+            if not isinstance(value, dict):
+                return [b for b in branches if b.accepts_type(value)]
+            found = [b for b in keyless if b.accepts_type(value)]
+            for key in value:
+                for b in by_key.get(key, ()):
+                    if all(k in value for k in b.required) and b.accepts_type(value):
+                        found.append(b)
+            return found
 
         def check(value, path, mark):
-            results = [(b, b.check(value, path, mark)) for b in branches]
+            # A branch of the wrong type or missing a required key cannot pass:
+            # skipping it keeps the semantics and spares building its messages.
+            candidates = candidates_for(value)
+            results = [(b, b.check(value, path, mark)) for b in candidates]
             passing = [b for b, problems in results if not problems]
             if len(passing) == 1 or (passing and not exactly_one):
                 return _OK
             if passing:
                 titles = ", ".join(b.title or "?" for b in passing)
                 return _problem(f"is ambiguous: it fits several forms ({titles})", path, mark)
+            if len(results) != len(branches):
+                results = [(b, b.check(value, path, mark)) for b in branches]
             return _explain_failure(results, all_keys, value, path, mark)
 
         return check

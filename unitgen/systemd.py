@@ -90,7 +90,7 @@ def exec_command(argv: Iterable[str]) -> Escaped:
     program = words[0]
     if not program or program[0] in _EXEC_PREFIX:
         raise Unexpressible(f"the program {program!r} must be an absolute path or a program name")
-    if any(ord(c) < 0x20 or c == "\x7f" for c in program):
+    if _CONTROL.search(program):
         raise Unexpressible("the program path contains a control character")
     return Escaped(" ".join(_quoted_word(w, _EXEC_TABLE) for w in words))
 
@@ -108,9 +108,12 @@ def value(text: str) -> Escaped:
     return Escaped(text.replace("%", "%%"))
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def check_plain(text: str) -> None:
     """Raise Unexpressible unless ``text`` survives a plain setting unchanged."""
-    if any(ord(c) < 0x20 or c == "\x7f" for c in text):
+    if _CONTROL.search(text):
         raise Unexpressible("contains a control character (newline, tab ...), which this setting cannot carry")
     if text != text.strip():
         raise Unexpressible("starts or ends with whitespace, which systemd would strip")
@@ -145,6 +148,7 @@ def comment(text: str) -> Escaped:
 # --- unit names -----------------------------------------------------------
 
 _UNIT_SAFE = re.compile(r"[A-Za-z0-9:_.-]")
+_PLAIN_UNIT_NAME = re.compile(r"[A-Za-z0-9:_-][A-Za-z0-9:_.-]*\Z")
 
 
 def unit_name(name: str, suffix: str = ".service") -> str:
@@ -157,6 +161,8 @@ def unit_name(name: str, suffix: str = ".service") -> str:
     Operators get ``web-api.service``, not ``web\\x2dapi.service``. The mapping
     stays one-to-one (a "\\" is itself escaped).
     """
+    if _PLAIN_UNIT_NAME.match(name) and len(name) + len(suffix) <= UNIT_NAME_MAX:
+        return name + suffix
     out = []
     for i, ch in enumerate(name):
         if _UNIT_SAFE.match(ch) and not (i == 0 and ch == "."):
