@@ -154,12 +154,19 @@ def _print_plan(plan, output: str, dry_run: bool) -> None:
     removed, created, updated = plan.named("remove"), plan.named("create"), plan.named("update")
     click.echo("Next:")
     if removed:
-        click.echo(f"  systemctl disable --now {' '.join(removed)}")
+        click.echo(f"  systemctl disable --now {_unit_list(removed)}")
     click.echo("  systemctl daemon-reload")
     if created:
-        click.echo(f"  systemctl enable --now {' '.join(created)}")
+        click.echo(f"  systemctl enable --now {_unit_list(created)}")
     if updated:
-        click.echo(f"  systemctl restart {' '.join(updated)}")
+        click.echo(f"  systemctl restart {_unit_list(updated)}")
+
+
+def _unit_list(names: List[str], most: int = 12) -> str:
+    """Unit names for a command line; a long list is cut (the lines above list them all)."""
+    if len(names) <= most:
+        return " ".join(names)
+    return " ".join(names[:most]) + f" ... ({len(names) - most} more, listed above)"
 
 
 @cli.command(context_settings=CONTEXT)

@@ -33,7 +33,7 @@ import os
 import stat
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from .errors import OwnershipError, UnitgenError
 
@@ -225,8 +225,10 @@ class OutputDir:
                 "previous": digest(change.old) if change.old is not None else None,
             }
         self._write_manifest(manifest)
-        for change in writes:  # phase 2: each file atomically
-            self._write_file(change.name, change.new)
+        temps = [(self._write_temp(change.name, change.new), change.name) for change in writes]
+        self._sync(temps)  # phase 2: every new file is on disk before any of them replaces one
+        for temp, name in temps:
+            os.rename(temp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
         for change in plan.changes:  # phase 3: removals, adoptions
             if change.action == "remove":
                 _unlink_quietly(change.name, self.fd)
@@ -240,25 +242,39 @@ class OutputDir:
 
     def _write_manifest(self, manifest: Dict[str, dict]) -> None:
         text = json.dumps({"unitgen": 1, "files": dict(sorted(manifest.items()))}, indent=1, ensure_ascii=False)
-        self._write_file(MANIFEST, text + "\n")
+        temp = self._write_temp(MANIFEST, text + "\n")
+        self._sync([(temp, MANIFEST)])
+        os.rename(temp, MANIFEST, src_dir_fd=self.fd, dst_dir_fd=self.fd)
 
-    def _write_file(self, name: str, text: str) -> None:
+    def _write_temp(self, name: str, text: str) -> str:
+        """Write ``text`` to a new temp file beside ``name``; returns the temp name."""
         temp = f"{TEMP_PREFIX}{name}.{os.getpid()}"
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE,
                      dir_fd=self.fd)
         try:
             os.fchmod(fd, FILE_MODE)
-            data = text.encode("utf-8", errors="surrogateescape")
-            view = memoryview(data)
+            view = memoryview(text.encode("utf-8", errors="surrogateescape"))
             while view:
                 view = view[os.write(fd, view):]
-            os.fsync(fd)
         except BaseException:
-            os.close(fd)
             _unlink_quietly(temp, self.fd)
             raise
-        os.close(fd)
-        os.rename(temp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        finally:
+            os.close(fd)
+        return temp
+
+    def _sync(self, temps: List[Tuple[str, str]]) -> None:
+        """Make the temp files durable: one syncfs() of the directory's
+        filesystem when there are several (one journal commit, not one per
+        file), else fsync() each."""
+        if len(temps) > 1 and _syncfs(self.fd):
+            return
+        for temp, _ in temps:
+            fd = os.open(temp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.fd)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def _remove_stale_temp_files(self) -> None:
         """Temp files of an interrupted run (we hold the lock: none is in use)."""
@@ -283,6 +299,17 @@ def _ownership_problem(entry: Optional[dict], old: str, source: str) -> Optional
     if digest(old) not in _hashes(entry):
         return "was changed since unitgen wrote it (--force overwrites it)"
     return None
+
+
+def _syncfs(fd: int) -> bool:
+    """syncfs(2) through libc; False where it is not available."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.syncfs(fd) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 def _unlink_quietly(name: str, dir_fd: int) -> None:

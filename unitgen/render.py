@@ -22,8 +22,9 @@ from . import graph, paths, systemd
 from .model import START_TIMEOUT_MARGIN, Conf
 
 _DIRECTIVE = re.compile(r"[A-Z][A-Za-z0-9]*\Z")
-# Every line a unit may hold; anything else means a value escaped its line.
-_UNIT_LINE = re.compile(r"(#.*|\[(Unit|Service|Install)\]|[A-Z][A-Za-z0-9]*=.*|)\Z")
+# A line a unit may not hold: neither a comment, a section, one directive nor
+# empty, or one ending in a backslash (which would join the next line).
+_BAD_LINE = re.compile(r"^(?!#|\[(?:Unit|Service|Install)\]$|[A-Z][A-Za-z0-9]*=|$).*$|\\$", re.M)
 
 
 def _finalize(value: Any) -> Any:
@@ -85,6 +86,7 @@ class Renderer:
                 plan.targets, deadline=s.probe.deadline, timeout=s.probe.timeout, any_=s.probe.any)]
         text = self.template.render(
             s=s,
+            raw=dict(s.raw),
             plan=plan,
             source=source,
             source_path=source_path,
@@ -107,6 +109,6 @@ def _identifier(name: str) -> str:
 
 def _check_shape(text: str) -> None:
     """Defence in depth: every line is a comment, a section or one directive."""
-    for line in text.split("\n"):
-        if not _UNIT_LINE.match(line) or line.endswith("\\"):
-            raise AssertionError(f"a rendered unit has a malformed line: {line!r}")
+    bad = _BAD_LINE.search(text)
+    if bad or "\r" in text:
+        raise AssertionError(f"a rendered unit has a malformed line: {bad.group() if bad else text!r}")
