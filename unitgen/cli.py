@@ -190,5 +190,50 @@ def check(conf: str) -> None:
     click.echo(f"{conf}: ok, {count} service{'s' if count != 1 else ''} ({model.format} format)")
 
 
+@cli.command(context_settings=CONTEXT)
+@conf_argument
+@click.argument("service")
+@host_option
+@click.option("--timeout", type=float, metavar="SECONDS",
+              help="Per-attempt timeout (default: each dependency's own, else 2 s).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per dependency.")
+def probe(conf: str, service: str, host: Optional[str], timeout: Optional[float], as_json: bool) -> None:
+    """Check SERVICE's dependencies once, as its unit's probe would, and say why each fails.
+
+    Exit 0 when every dependency answers, 1 when one does not.
+
+    \b
+    Example:
+      unitgen probe /etc/unitgen/conf.yaml api
+      unitgen probe conf.yaml api --host app1 --json
+    """
+    from . import graph, probing
+
+    model = _load(conf)
+    targets = probing.targets_of(model, service, graph.local_host(model, host))
+    results = probing.check_all(targets, timeout)
+    if as_json:
+        import json
+
+        for target, result in zip(targets, results):
+            click.echo(json.dumps({"target": target.label, "kind": target.kind, "spec": target.safe_spec,
+                                   "ok": result.ok, "reason": result.reason,
+                                   "latency_ms": round(result.latency * 1000, 1)}, ensure_ascii=False))
+    elif not targets:
+        click.echo(f"{service} has no dependencies")
+    else:
+        rows = [(t.display, "ok" if r.ok else "FAIL", r.reason, f"{r.latency * 1000:.1f} ms")
+                for t, r in zip(targets, results)]
+        _print_table(("TARGET", "RESULT", "REASON", "LATENCY"), rows)
+    if not all(r.ok for r in results):
+        sys.exit(1)
+
+
+def _print_table(header, rows) -> None:
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        click.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
 def main() -> None:
     cli(prog_name="unitgen")

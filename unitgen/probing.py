@@ -1,0 +1,39 @@
+"""Check a service's dependencies from unitgen, with the probe's own checks.
+
+The targets are exactly those of the service's rendered ExecStartPre= on that
+host (graph.plan), and each is checked by ``unitgen_probe.check``: the CLI and
+the watcher never carry check code of their own.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import List, Optional, Sequence, Tuple
+
+from unitgen_probe import Result, Target, check
+
+from . import graph
+from .errors import UsageError
+from .model import Conf
+from .schema import did_you_mean
+
+
+def targets_of(conf: Conf, name: str, host: Optional[str]) -> Tuple[Target, ...]:
+    """What the unit of service ``name`` on ``host`` waits for."""
+    if name not in conf.services:
+        raise UsageError(f"no service named {name!r} in {conf.path}{did_you_mean(name, list(conf.services))}")
+    service = conf.services[name]
+    where = graph.placements(conf, service)
+    if host not in where:
+        raise UsageError(f"{name} does not run on {host}; it runs on {', '.join(str(h) for h in where)} "
+                         f"(pass --host to check from there)")
+    plan = next(p for p in graph.plan(conf, host) if p.service.name == name)
+    return plan.targets
+
+
+def check_all(targets: Sequence[Target], timeout: Optional[float] = None) -> List[Result]:
+    """One attempt at each target, all in parallel; results in target order."""
+    if not targets:
+        return []
+    with ThreadPoolExecutor(max_workers=min(len(targets), 32)) as pool:
+        return list(pool.map(lambda t: check(t, timeout), targets))
