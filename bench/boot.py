@@ -16,7 +16,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-import bed  # noqa: E402
+import bed
 
 
 def figures(label: str, seconds: list) -> str:

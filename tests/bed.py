@@ -40,9 +40,10 @@ Layout, for one fleet:
   by SIGKILL) it kills every host cgroup, removes the cgroups, unmounts the
   disks and removes the directory, and exits, which frees its namespaces.
 
-Safety: systemd is only ever exec'd after the pivot, on the overlay, and
-commands run in a host (``run``, file access) are refused until its PID 1 is
-that systemd, so nothing of a host can touch the machine's real root.
+Safety: systemd is only ever exec'd after the pivot, on the overlay;
+``run`` is refused until a host's PID 1 is that systemd; file access always
+goes through the host's root (live, or its disk mounted offline), so paths
+and symlinks resolve in the host. Nothing of a host touches the real root.
 """
 
 from __future__ import annotations
@@ -59,8 +60,9 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable, Iterator, Optional, Sequence, Union
+from typing import Optional, Union
 
 SYSTEMD = "/lib/systemd/systemd"
 CONTAINER = "unitgen-bed"
@@ -104,7 +106,7 @@ BOOT_SCRIPT = r"""
 # of a cgroup namespace rooted at the host's cgroup; or "offline CMD..." to
 # run CMD chrooted in the host's disk, in a throwaway mount namespace.
 # Environment: BED_DISK BED_NAME BED_CGROUP BED_KEEPER BED_ADDRESS BED_MAC
-# BED_CAPS (setpriv --bounding-set argument).
+# BED_CONTAINER BED_SYSTEMD BED_CAPS (setpriv --bounding-set argument).
 set -eu
 root=$BED_DISK/root
 keeper_net=/proc/$BED_KEEPER/ns/net
@@ -179,7 +181,7 @@ stage2)
     fi
     exec env -i container=$BED_CONTAINER \
         setpriv --bounding-set "$BED_CAPS" \
-        /lib/systemd/systemd --system --unit=multi-user.target
+        "$BED_SYSTEMD" --system --unit=multi-user.target
     ;;
 offline)
     shift
@@ -308,7 +310,7 @@ def _decoded(argv: Sequence[str], result: subprocess.CompletedProcess) -> subpro
 class Host:
     """One systemd host of a Fleet. Get it with ``fleet[name]``."""
 
-    def __init__(self, fleet: "Fleet", name: str, index: int):
+    def __init__(self, fleet: Fleet, name: str, index: int):
         octet = FIRST_HOST_OCTET + index
         self.fleet = fleet
         self.name = name
@@ -511,6 +513,7 @@ class Host:
             "BED_ADDRESS": f"{self.address}/{PREFIX_LENGTH}",
             "BED_MAC": self.mac,
             "BED_CONTAINER": CONTAINER,
+            "BED_SYSTEMD": SYSTEMD,
             "BED_CAPS": ",".join(f"-{capability}" for capability in DROPPED_CAPABILITIES),
         }
 
@@ -642,7 +645,7 @@ class Fleet:
             self.close()
             raise
 
-    def __enter__(self) -> "Fleet":
+    def __enter__(self) -> Fleet:
         return self
 
     def __exit__(self, *exc_info) -> None:
