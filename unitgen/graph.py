@@ -1,7 +1,11 @@
-"""The conf as a graph: where services run, what each waits for, cycles.
+"""The conf as a graph: where services run, what each waits for, cycles, and
+how a fleet comes back after a full power cut.
 
     plan(conf, host) -> [UnitPlan]     # what one host renders
+    check(conf) -> [Problem]           # what would break a power restore
+    Graph(conf).recovery()             # waves, critical path, estimated time
 
+Nodes are services on hosts ("api@app1"; host None in a conf without hosts:).
 A ``service: X`` dependency is resolved for each host the dependent runs on:
 * X runs on the same host: systemd orders them natively (Wants= + After=),
   and the probe also waits for X's readiness (its health URL, else its listen
@@ -9,6 +13,12 @@ A ``service: X`` dependency is resolved for each host the dependent runs on:
 * X runs elsewhere: the probe waits for X's health URL, with ``{host}`` filled
   in, else for X's listen port at its host's address.
 
+A direct ``tcp:``/``http:`` dependency that points at a service of the conf
+is an edge too ("inferred"): at its host's name or address, or at loopback on
+the same host, either on the service's listen (or health) port or, as
+Autoheal confs have no listen:, named after the service. Autoheal confs spell
+every dependency that way, and their cycles are cycles all the same. Only the
+graph sees inferred edges; the units keep what the conf says.
 A dependency cycle would deadlock a power restore (each side waits for the
 other forever), so any cycle is an error, printed as its path across hosts.
 """
@@ -17,7 +27,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from unitgen_probe import Target
 
@@ -28,6 +38,8 @@ from .model import Conf, Dependency, Service
 
 # A node of the fleet graph: a service on a host (host None in a conf without hosts:).
 Node = Tuple[str, Optional[str]]
+LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1", "ip6-localhost", "localhost.localdomain"})
+DEFAULT_START_TIME = 1.0  # seconds from exec to ready, for a service without start_time:
 
 
 @dataclass(frozen=True)
@@ -41,9 +53,53 @@ class UnitPlan:
     after: Tuple[str, ...]  # units on the same host: Wants= + After=
 
 
+@dataclass(frozen=True)
+class Edge:
+    """``source`` waits for ``target``, checking it by ``kind`` (tcp or http)."""
+
+    source: Node
+    target: Node
+    kind: str
+    dep: Dependency
+    inferred: bool = False  # from a tcp:/http: dependency pointing at a service of the conf
+
+
+@dataclass(frozen=True)
+class Timing:
+    """When a node comes back in the recovery estimate (seconds after power-on)."""
+
+    node: Node
+    wave: int
+    start: float  # its probe lets it start
+    ready: float  # it answers its dependents
+    start_time: float
+    assumed: bool  # start_time was not given
+    waits_for: Optional[Node]  # the dependency that decided ``start``
+
+
+@dataclass(frozen=True)
+class Recovery:
+    timings: Dict[Node, Timing]  # in an order where dependencies come first
+    critical_path: List[Node]
+    total: float
+
+    def waves(self) -> List[List[Node]]:
+        waves: List[List[Node]] = []
+        for timing in self.timings.values():
+            while len(waves) < timing.wave:
+                waves.append([])
+            waves[timing.wave - 1].append(timing.node)
+        return waves
+
+
 def placements(conf: Conf, service: Service) -> Tuple[Optional[str], ...]:
     """The hosts a service runs on; (None,) in a conf without hosts:."""
     return service.hosts if conf.multi_host else (None,)
+
+
+def node_label(node: Node) -> str:
+    name, host = node
+    return name if host is None else f"{name}@{host}"
 
 
 def local_host(conf: Conf, requested: Optional[str] = None) -> Optional[str]:
@@ -85,8 +141,9 @@ def plan(conf: Conf, host: Optional[str]) -> List[UnitPlan]:
     return plans
 
 
-def check(conf: Conf) -> List[Problem]:
-    """Every problem of the graph as a whole: unresolvable dependencies, cycles."""
+def check(conf: Conf, graph: "Optional[Graph]" = None) -> List[Problem]:
+    """Every problem of the graph as a whole: a dependency on a service nothing
+    can tell is ready, two services on one host:port, dependency cycles."""
     problems: List[Problem] = []
     for service in conf.services.values():
         for dep in service.deps:
@@ -96,21 +153,11 @@ def check(conf: Conf) -> List[Problem]:
                     problems.append(Problem(
                         f"depends on {other.name!r}, which has neither listen: nor health:, "
                         "so nothing can tell when it is ready", dep.mark))
+    graph = graph or Graph(conf)
+    problems.extend(graph.port_clashes())
     if not problems:
-        problems.extend(_cycle_problems(conf))
-    return _unique(problems)
-
-
-def edges(conf: Conf, node: Node) -> Iterator[Tuple[Node, Dependency]]:
-    """The nodes ``node`` waits for through its service: dependencies."""
-    name, host = node
-    for dep in conf.services[name].deps:
-        if dep.service is None:
-            continue
-        target = conf.services[dep.service]
-        where = placements(conf, target)
-        for other in ([host] if host in where else where):
-            yield (dep.service, other), dep
+        problems.extend(graph.cycle_problems())
+    return list(dict.fromkeys(problems))
 
 
 def _resolve(conf: Conf, service: Service, host: Optional[str]):
@@ -142,79 +189,214 @@ def _readiness(service: Service, address: str, label: str, timeout: Optional[flo
     return Target("tcp", join_host_port(address, service.listen), name=label, timeout=timeout)
 
 
-def _cycle_problems(conf: Conf) -> List[Problem]:
-    problems = []
-    for cycle in find_cycles(conf):
-        first = conf.services[cycle[0][0]]
-        dep = next(d for n, d in edges(conf, cycle[0]) if n == cycle[1 % len(cycle)])
-        path = " → ".join(node_label(conf, n) for n in cycle + [cycle[0]])
-        problems.append(Problem(
-            f"dependency cycle: {path}; after a power cut each would wait for the other forever",
-            dep.mark or first.mark))
-    return problems
+class Graph:
+    """The fleet: nodes, the edges between them, and dependencies outside the conf.
 
-
-def node_label(conf: Conf, node: Node) -> str:
-    name, host = node
-    return name if host is None else f"{name}@{host}"
-
-
-def find_cycles(conf: Conf) -> List[List[Node]]:
-    """One cycle (as a node path) per strongly connected component that has one.
-
-    Iterative Tarjan, O(nodes + edges): a fleet of ten thousand services must
-    not hit Python's recursion limit.
+    Built once per conf in O(services + dependencies).
     """
-    nodes = [(s.name, h) for s in conf.services.values() for h in placements(conf, s)]
-    successors = {n: [m for m, _ in edges(conf, n)] for n in nodes}
-    index: Dict[Node, int] = {}
-    low: Dict[Node, int] = {}
-    on_stack: Dict[Node, bool] = {}
-    stack: List[Node] = []
-    cycles: List[List[Node]] = []
-    counter = 0
-    for root in nodes:
-        if root in index:
-            continue
-        work = [(root, iter(successors[root]))]
-        index[root] = low[root] = counter
-        counter += 1
-        stack.append(root)
-        on_stack[root] = True
-        while work:
-            node, children = work[-1]
-            advanced = False
-            for child in children:
-                if child not in index:
-                    index[child] = low[child] = counter
-                    counter += 1
-                    stack.append(child)
-                    on_stack[child] = True
-                    work.append((child, iter(successors[child])))
-                    advanced = True
-                    break
-                if on_stack.get(child):
-                    low[node] = min(low[node], index[child])
-            if advanced:
+
+    def __init__(self, conf: Conf):
+        self.conf = conf
+        self.nodes: List[Node] = [(s.name, h) for s in conf.services.values() for h in placements(conf, s)]
+        self.out: Dict[Node, List[Edge]] = {n: [] for n in self.nodes}
+        self.externals: Dict[Node, List[Target]] = {n: [] for n in self.nodes}
+        self._listeners: Dict[Tuple[Optional[str], int], List[Node]] = {}
+        self._served: Dict[Tuple[Optional[str], int], List[Node]] = {}
+        self._index_ports()
+        self._host_of = {}
+        for name, host in conf.hosts.items():
+            self._host_of[name.lower()] = name
+            if host.address:
+                self._host_of[host.address.lower()] = name
+        for node in self.nodes:
+            self._add_edges(node)
+
+    # -- building ----------------------------------------------------------------
+
+    def _index_ports(self) -> None:
+        for service in self.conf.services.values():
+            health_port = _url_port(service.health) if service.health else None
+            for host in placements(self.conf, service):
+                node = (service.name, host)
+                if service.listen:
+                    self._listeners.setdefault((host, service.listen), []).append(node)
+                for port in {service.listen, health_port} - {None}:
+                    self._served.setdefault((host, port), []).append(node)
+
+    def _add_edges(self, node: Node) -> None:
+        name, host = node
+        for dep in self.conf.services[name].deps:
+            if dep.service is not None:
+                other = self.conf.services[dep.service]
+                where = placements(self.conf, other)
+                kind = "http" if other.health else "tcp"
+                for target_host in ([host] if host in where else where):
+                    self.out[node].append(Edge(node, (dep.service, target_host), kind, dep))
                 continue
-            work.pop()
-            if work:
-                parent = work[-1][0]
-                low[parent] = min(low[parent], low[node])
-            if low[node] == index[node]:
-                component = []
-                while True:
-                    member = stack.pop()
-                    on_stack[member] = False
-                    component.append(member)
-                    if member == node:
+            pointed = self._pointed_at(dep.target, host)
+            for target in pointed:
+                self.out[node].append(Edge(node, target, dep.target.kind, dep, inferred=True))
+            if not pointed:
+                self.externals[node].append(dep.target)
+
+    def _pointed_at(self, target: Target, source_host: Optional[str]) -> List[Node]:
+        """The services of the conf a tcp/http target reaches, if any."""
+        if target.kind == "tcp":
+            address, port = target.address
+        elif target.kind == "http":
+            address, port = target.address.hostname or "", _default_port(target.address)
+        else:
+            return []
+        address = address.lower()
+        if address in LOOPBACK:
+            host = source_host
+        elif address in self._host_of:
+            host = self._host_of[address]
+        else:
+            return []
+        served = self._served.get((host, port))
+        if served:
+            return list(served)
+        # An Autoheal conf has no listen:, but names the dependency after the service.
+        named = self.conf.services.get(target.name or "")
+        return [(named.name, host)] if named and host in placements(self.conf, named) else []
+
+    # -- questions ---------------------------------------------------------------
+
+    def port_clashes(self) -> List[Problem]:
+        problems = []
+        for (host, port), nodes in self._listeners.items():
+            if len(nodes) > 1:
+                names = " and ".join(repr(name) for name, _ in nodes)
+                where = f" on {host}" if host else ""
+                second = self.conf.services[nodes[1][0]]
+                problems.append(Problem(f"{names} both listen on port {port}{where}", second.mark))
+        return problems
+
+    def cycle_problems(self) -> List[Problem]:
+        problems = []
+        for cycle in self.find_cycles():
+            edge = next(e for e in self.out[cycle[0]] if e.target == cycle[1 % len(cycle)])
+            path = " → ".join(node_label(n) for n in cycle + [cycle[0]])
+            problems.append(Problem(
+                f"dependency cycle: {path}; after a power cut each would wait for the other forever",
+                edge.dep.mark or self.conf.services[cycle[0][0]].mark))
+        return problems
+
+    def find_cycles(self) -> List[List[Node]]:
+        """One cycle (as a node path) per strongly connected component that has one.
+
+        Iterative Tarjan, O(nodes + edges): a fleet of ten thousand services
+        must not hit Python's recursion limit.
+        """
+        successors = {n: [e.target for e in edges] for n, edges in self.out.items()}
+        index: Dict[Node, int] = {}
+        low: Dict[Node, int] = {}
+        on_stack: Dict[Node, bool] = {}
+        stack: List[Node] = []
+        cycles: List[List[Node]] = []
+        for root in self.nodes:
+            if root in index:
+                continue
+            index[root] = low[root] = len(index)
+            stack.append(root)
+            on_stack[root] = True
+            work = [(root, iter(successors[root]))]
+            while work:
+                node, children = work[-1]
+                for child in children:
+                    if child not in index:
+                        index[child] = low[child] = len(index)
+                        stack.append(child)
+                        on_stack[child] = True
+                        work.append((child, iter(successors[child])))
                         break
-                if len(component) > 1 or node in successors[node]:
-                    cycles.append(_cycle_within(set(component), successors, node))
-    return cycles
+                    if on_stack.get(child):
+                        low[node] = min(low[node], index[child])
+                else:
+                    work.pop()
+                    if work:
+                        parent = work[-1][0]
+                        low[parent] = min(low[parent], low[node])
+                    if low[node] == index[node]:
+                        component = set()
+                        while True:
+                            member = stack.pop()
+                            on_stack[member] = False
+                            component.add(member)
+                            if member == node:
+                                break
+                        if len(component) > 1 or node in successors[node]:
+                            cycles.append(_cycle_within(component, successors, node))
+        return cycles
+
+    def recovery(self, default_start_time: float = DEFAULT_START_TIME) -> Recovery:
+        """How the fleet comes back after a full power cut, every host up at t=0.
+
+        Each service starts when its probe notices the last of its dependencies
+        ready, and is ready ``start_time`` later. Noticing takes at most the
+        probe's largest gap between attempts; a dependency ready only after the
+        probe's deadline is noticed when the restarted unit probes again
+        (deadline + RestartSec cycles). Dependencies outside the conf are taken
+        as up. Waves: 1 for no dependency, else one more than the latest
+        dependency's wave. O(nodes + edges), dependencies first (Kahn).
+        """
+        from unitgen_probe.wait import MAX_GAP
+
+        waiting = {n: len(self.out[n]) for n in self.nodes}
+        dependents: Dict[Node, List[Node]] = {n: [] for n in self.nodes}
+        for node, edges in self.out.items():
+            for edge in edges:
+                dependents[edge.target].append(node)
+        ready_queue = [n for n in self.nodes if waiting[n] == 0]
+        timings: Dict[Node, Timing] = {}
+        for node in ready_queue:  # the queue grows as nodes are settled
+            service = self.conf.services[node[0]]
+            wave, start, waits_for = 1, 0.0, None
+            for edge in self.out[node]:
+                dep = timings[edge.target]
+                wave = max(wave, dep.wave + 1)
+                noticed = _noticed_at(dep.ready, service, MAX_GAP)
+                if waits_for is None or noticed > start:
+                    start, waits_for = noticed, edge.target
+            assumed = service.start_time is None
+            start_time = default_start_time if assumed else service.start_time
+            timings[node] = Timing(node, wave, start, start + start_time, start_time, assumed, waits_for)
+            for dependent in dependents[node]:
+                waiting[dependent] -= 1
+                if waiting[dependent] == 0:
+                    ready_queue.append(dependent)
+        if len(timings) != len(self.nodes):
+            raise ConfigError(self.cycle_problems())
+        last = max(timings.values(), key=lambda t: t.ready, default=None)
+        path: List[Node] = []
+        while last is not None:
+            path.append(last.node)
+            last = timings[last.waits_for] if last.waits_for else None
+        total = timings[path[0]].ready if path else 0.0
+        return Recovery(timings, list(reversed(path)), total)
 
 
-def _cycle_within(component: set, successors: Dict[Node, List[Node]], start: Node) -> List[Node]:
+def _noticed_at(ready: float, service: Service, gap: float) -> float:
+    """When ``service``'s probe, started at t=0, notices a dependency ready at ``ready``."""
+    deadline, period = service.probe.deadline, service.probe.deadline + service.restart_sec
+    cycles, offset = divmod(ready, period)
+    if offset <= deadline:
+        return ready + gap
+    return (cycles + 1) * period  # the probe was between runs: the next run's first attempt
+
+
+def _default_port(url) -> int:
+    return url.port or (443 if url.scheme == "https" else 80)
+
+
+def _url_port(url: str) -> int:
+    from urllib.parse import urlsplit
+
+    return _default_port(urlsplit(url.replace("{host}", "localhost")))
+
+
+def _cycle_within(component: set, successors: Dict[Node, Sequence[Node]], start: Node) -> List[Node]:
     """A simple cycle through ``start`` inside one strongly connected component (BFS)."""
     parent: Dict[Node, Optional[Node]] = {start: None}
     queue = [start]
@@ -229,7 +411,3 @@ def _cycle_within(component: set, successors: Dict[Node, List[Node]], start: Nod
                 parent[child] = node
                 queue.append(child)
     raise AssertionError("a strongly connected component without a cycle")
-
-
-def _unique(problems: Sequence[Problem]) -> List[Problem]:
-    return list(dict.fromkeys(problems))
