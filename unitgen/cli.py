@@ -16,7 +16,7 @@ from typing import Dict, List, Optional
 import click
 
 from . import __version__
-from .errors import ConfigError, Problem, UnitgenError
+from .errors import ConfigError, Problem, UnitgenError, UsageError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -233,6 +233,135 @@ def _print_table(header, rows) -> None:
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         click.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+@cli.command(context_settings=CONTEXT)
+@conf_argument
+@click.option("--format", "fmt", type=click.Choice(["mermaid", "dot", "svg", "png"]), default="mermaid",
+              show_default=True, help="svg and png need Graphviz's dot.")
+@click.option("-o", "--output", default="-", metavar="FILE", help="Write to FILE (default: standard output).")
+def graph(conf: str, fmt: str, output: str) -> None:
+    """Draw the fleet: services grouped by host, arrows to what each waits for.
+
+    Arrows are labelled with how readiness is checked (tcp, http); a dashed
+    arrow is a tcp:/http: dependency that points at a service of the conf.
+
+    \b
+    Example:
+      unitgen graph conf.yaml > fleet.mmd
+      unitgen graph conf.yaml --format svg -o fleet.svg
+    """
+    from . import diagram, graph as fleet
+
+    model = _load(conf)
+    drawing = fleet.Graph(model)
+    problems = fleet.check(model, drawing)
+    if problems:
+        raise ConfigError(problems)
+    text = diagram.mermaid(drawing) if fmt == "mermaid" else diagram.dot(drawing)
+    data = diagram.image(text, fmt) if fmt in diagram.IMAGE_FORMATS else text.encode("utf-8")
+    if output == "-":
+        if fmt == "png" and sys.stdout.isatty():
+            raise UsageError("a png is not for a terminal: pass -o FILE")
+        click.get_binary_stream("stdout").write(data)
+    else:
+        with open(output, "wb") as f:
+            f.write(data)
+
+
+@cli.command(context_settings=CONTEXT)
+@conf_argument
+@click.option("--start-time", "default_start", type=float, default=1.0, show_default=True, metavar="SECONDS",
+              help="Start-to-ready time assumed for services without start_time:.")
+@click.option("--json", "as_json", is_flag=True, help="The plan as one JSON document.")
+def plan(conf: str, default_start: float, as_json: bool) -> None:
+    """How the fleet comes back after a full power cut: waves, critical path, time.
+
+    Wave 1 needs nothing; wave k needs only services of earlier waves. Times
+    are worst-case estimates from each service's start_time: and probe
+    settings, every host up at t=0; dependencies outside the conf are
+    taken as up.
+
+    \b
+    Example:
+      unitgen plan /etc/unitgen/conf.yaml
+      unitgen plan conf.yaml --json --start-time 5
+    """
+    from . import graph as fleet
+
+    model = _load(conf)
+    drawing = fleet.Graph(model)
+    problems = fleet.check(model, drawing)
+    if problems:
+        raise ConfigError(problems)
+    recovery = drawing.recovery(default_start)
+    timings = list(recovery.timings.values())
+    label = fleet.node_label
+    if as_json:
+        import json
+
+        click.echo(json.dumps({
+            "waves": [[label(n) for n in wave] for wave in recovery.waves()],
+            "services": [{"service": t.node[0], "host": t.node[1], "wave": t.wave, "start": round(t.start, 3),
+                          "ready": round(t.ready, 3), "start_time": t.start_time, "start_time_assumed": t.assumed,
+                          "waits_for": label(t.waits_for) if t.waits_for else None} for t in timings],
+            "critical_path": [label(n) for n in recovery.critical_path],
+            "estimated_recovery_seconds": round(recovery.total, 3),
+        }, indent=1, ensure_ascii=False))
+        return
+    hosts = len(model.hosts) or 1
+    click.echo(f"After a full power cut of {hosts} host{'s' if hosts != 1 else ''} "
+               f"({len(timings)} service{'s' if len(timings) != 1 else ''}), every host up at t=0:\n")
+    rows = [(str(t.wave), label(t.node), f"{t.start:.1f} s", f"{t.ready:.1f} s" + ("*" if t.assumed else ""),
+             label(t.waits_for) if t.waits_for else "") for t in sorted(timings, key=lambda t: (t.wave, t.start))]
+    _print_table(("WAVE", "SERVICE", "START", "READY", "WAITS FOR"), rows)
+    click.echo(f"\ncritical path: {' → '.join(label(n) for n in recovery.critical_path)}")
+    click.echo(f"estimated recovery: {recovery.total:.1f} s after the last host is up (worst case)")
+    assumed = sum(t.assumed for t in timings)
+    if assumed:
+        click.echo(f"* no start_time: assumed {default_start:g} s ({assumed} service{'s' if assumed != 1 else ''})")
+
+
+@cli.group("import", context_settings=CONTEXT)
+def import_() -> None:
+    """Convert confs of other tools into one native unitgen conf.
+
+    \b
+    Example:
+      unitgen import autoheal web1=web1.yaml db1=db1.yaml --address db1=10.0.0.11 -o fleet.yaml
+    """
+
+
+@import_.command("autoheal", context_settings=CONTEXT)
+@click.argument("files", nargs=-1, required=True, metavar="[HOST=]FILE...")
+@click.option("--host", metavar="NAME", help="The host of a single FILE.")
+@click.option("--address", "addresses", multiple=True, metavar="HOST=ADDRESS",
+              help="How other hosts reach HOST (repeatable); its address in the confs' dependencies.")
+@click.option("-o", "--output", default="-", metavar="FILE", help="Write to FILE (default: standard output).")
+@click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
+def import_autoheal(files, host: Optional[str], addresses, output: str, force: bool) -> None:
+    """Merge Autoheal confs, one per host, into one native conf.
+
+    Each FILE is HOST=FILE, or FILE for the host named like the file
+    (web1.yaml: web1). A dependency naming a service of an imported host, at
+    that host's name or --address (or at 127.0.0.1 on the same host), becomes
+    "service: NAME", and the service gets the port or health URL once.
+
+    \b
+    Example:
+      unitgen import autoheal web1.yaml db1.yaml --address db1=10.0.0.11 -o fleet.yaml
+      unitgen import autoheal /etc/autoheal/conf.yaml --host web1
+    """
+    from . import importer
+
+    text = importer.convert(importer.parse_sources(list(files), host, list(addresses)))
+    if output == "-":
+        click.echo(text, nl=False)
+        return
+    if os.path.exists(output) and not force:
+        raise UsageError(f"{output} exists; pass --force to overwrite it")
+    with open(output, "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 def main() -> None:

@@ -1,0 +1,126 @@
+"""Pictures of the fleet graph: Mermaid and Graphviz dot text, svg/png through dot.
+
+Services are grouped by host; an arrow goes from a service to what it waits
+for, labelled with how readiness is checked (tcp, http). A dashed arrow is a
+dependency inferred from a tcp:/http: target that points at a service of the
+conf. Dependencies outside the conf are drawn in their own group.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from typing import Dict, Iterator, List, Optional, Tuple
+
+from .errors import UnitgenError
+from .graph import Graph, Node
+
+IMAGE_FORMATS = ("svg", "png")
+
+
+class _Layout:
+    """Stable ids and groups for one graph, shared by both text formats."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.ids: Dict[Node, str] = {node: f"n{i}" for i, node in enumerate(graph.nodes)}
+        self.external_ids: Dict[str, str] = {}
+        for node in graph.nodes:
+            for target in graph.externals[node]:
+                self.external_ids.setdefault(target.display, f"x{len(self.external_ids)}")
+
+    def groups(self) -> Iterator[Tuple[Optional[str], List[Node]]]:
+        by_host: Dict[Optional[str], List[Node]] = {}
+        for node in self.graph.nodes:
+            by_host.setdefault(node[1], []).append(node)
+        order = list(self.graph.conf.hosts) or [None]
+        for host in order:
+            if host in by_host:
+                yield host, by_host[host]
+
+    def edges(self) -> Iterator[Tuple[str, str, str, bool]]:
+        """(from id, to id, label, dashed) for every arrow."""
+        for node in self.graph.nodes:
+            for edge in self.graph.out[node]:
+                yield self.ids[node], self.ids[edge.target], edge.kind, edge.inferred
+            for target in self.graph.externals[node]:
+                yield self.ids[node], self.external_ids[target.display], target.kind, False
+
+
+def mermaid(graph: Graph) -> str:
+    layout = _Layout(graph)
+    lines = ["flowchart LR"]
+    for host, nodes in layout.groups():
+        indent = "  "
+        if host is not None:
+            lines.append(f'  subgraph host_{layout.ids[nodes[0]]}["{_mermaid_text(host)}"]')
+            indent = "    "
+        lines.extend(f'{indent}{layout.ids[n]}["{_mermaid_text(n[0])}"]' for n in nodes)
+        if host is not None:
+            lines.append("  end")
+    if layout.external_ids:
+        lines.append('  subgraph outside["outside the conf"]')
+        lines.extend(f'    {xid}[/"{_mermaid_text(text)}"/]' for text, xid in layout.external_ids.items())
+        lines.append("  end")
+    for source, target, label, dashed in layout.edges():
+        arrow = "-.->" if dashed else "-->"
+        lines.append(f"  {source} {arrow}|{label}| {target}")
+    return "\n".join(lines) + "\n"
+
+
+def dot(graph: Graph) -> str:
+    layout = _Layout(graph)
+    lines = ["digraph unitgen {", "  rankdir=LR;", '  graph [fontname="sans-serif"];',
+             '  node [shape=box, style=rounded, fontname="sans-serif"];',
+             '  edge [fontname="sans-serif", fontsize=10];']
+    for host, nodes in layout.groups():
+        indent = "  "
+        if host is not None:
+            lines.append(f"  subgraph cluster_{layout.ids[nodes[0]]} {{")
+            lines.append(f"    label={_dot_text(host)};")
+            indent = "    "
+        lines.extend(f"{indent}{layout.ids[n]} [label={_dot_text(n[0])}];" for n in nodes)
+        if host is not None:
+            lines.append("  }")
+    if layout.external_ids:
+        lines.append("  subgraph cluster_outside {")
+        lines.append('    label="outside the conf"; style=dashed;')
+        lines.extend(f"    {xid} [label={_dot_text(text)}, shape=parallelogram, style=solid];"
+                     for text, xid in layout.external_ids.items())
+        lines.append("  }")
+    for source, target, label, dashed in layout.edges():
+        style = ", style=dashed" if dashed else ""
+        lines.append(f"  {source} -> {target} [label={_dot_text(label)}{style}];")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def image(dot_text: str, fmt: str) -> bytes:
+    """svg or png bytes from dot text, through Graphviz's dot."""
+    program = shutil.which("dot")
+    if program is None:
+        raise UnitgenError(f"--format {fmt} needs Graphviz's dot, which is not installed "
+                           "(Debian/Ubuntu: apt-get install graphviz; Fedora: dnf install graphviz); "
+                           "--format dot or mermaid need nothing")
+    done = subprocess.run([program, f"-T{fmt}"], input=dot_text.encode("utf-8"), capture_output=True, timeout=300)
+    if done.returncode != 0:
+        raise UnitgenError(f"dot failed: {done.stderr.decode('utf-8', 'replace').strip()}")
+    return done.stdout
+
+
+def _mermaid_text(text: str) -> str:
+    """Text inside a quoted Mermaid label: entity codes for what would end or break it."""
+    out = []
+    for ch in text:
+        if ch in '"#<>&' or not ch.isprintable():
+            out.append(f"#{ord(ch)};")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _dot_text(text: str) -> str:
+    """A double-quoted dot string."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    escaped = "".join(ch if ch.isprintable() else f"\\\\x{ord(ch):02x}" for ch in escaped)
+    return f'"{escaped}"'
