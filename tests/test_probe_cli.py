@@ -193,3 +193,27 @@ def test_once_reports_a_server_that_never_answers():
         done = run_probe("--once", "http", slow.url, "--timeout", "0.3")
     assert done.returncode == 1
     assert done.stdout.rstrip().endswith("timed out after 0.3 s waiting for the response")
+
+
+def _cpu_seconds(pid):
+    """CPU time of every thread of *pid*, in seconds (the scheduler's count)."""
+    tasks = Path(f"/proc/{pid}/task")
+    return sum(int((tasks / tid / "schedstat").read_text().split()[0]) for tid in os.listdir(tasks)) / 1e9
+
+
+def test_waiting_costs_little_cpu(tmp_path):
+    notify = NotifySocket(tmp_path)
+    try:
+        with ClosedPort() as port:
+            target = f"127.0.0.1:{port.port}"
+            with ProbeProcess("tcp", target) as plain, \
+                    ProbeProcess("tcp", target, env=probe_env(NOTIFY_SOCKET=notify.address)) as notifying:
+                for probe in (plain, notifying):
+                    probe.wait_for("waiting for")
+                before = [_cpu_seconds(p.proc.pid) for p in (plain, notifying)]
+                time.sleep(7)  # past every timer of the loop (the STATUS refresh is every 5 s)
+                used = [_cpu_seconds(p.proc.pid) - b for p, b in zip((plain, notifying), before)]
+    finally:
+        notify.close()
+    # about 3 attempts a second cost milliseconds; a loop that spins costs seconds
+    assert max(used) < 1.0, used

@@ -6,7 +6,7 @@ which can block for many seconds and cannot be interrupted, runs on a
 helper thread that the attempt stops waiting for when its time is up.
 
 This module uses `_socket`, the C core of the socket module, directly:
-_socket.py adds enums, makefile() and selectors, which cost about 2.5 ms at
+socket.py adds enums, makefile() and selectors, which cost about 2.5 ms at
 every start (7% of the interpreter's own start-up) and which these checks
 do not use. Its API is the one documented for the socket module.
 """

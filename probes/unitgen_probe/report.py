@@ -3,9 +3,10 @@ systemd, and result lines (stdout, text or JSON).
 
 Logging is by change, not by attempt: one line when a target's state
 changes (a new reason, or ready), a reminder every `REMINDER` seconds while
-waiting, and a final line. STATUS= is sent when what the probe waits for
-changes, refreshed every `STATUS_REFRESH` seconds (so the attempt count and
-time in ``systemctl status`` stay current), and once more at the end.
+waiting, and a final line; ``-v`` logs every attempt instead, ``-q`` only
+a final failure. STATUS= is sent when what the probe waits for changes,
+refreshed every `STATUS_REFRESH` seconds (so that the attempt count and
+the time in ``systemctl status`` stay current), and once more at the end.
 """
 
 import sys
@@ -17,21 +18,18 @@ STATUS_REFRESH = 5.0
 class Reporter:
     """Turns the wait loop's events into lines and STATUS messages.
 
-    *inv* is the `Invocation` (for once/any/verbose/quiet/json); *notifier*
-    a `Notifier` or None; *out* and *err* text streams.
+    *inv* is the `Invocation`; *notifier* a `Notifier` or None; *out* and
+    *err* text streams (default stdout and stderr).
     """
 
     def __init__(self, inv, notifier=None, out=None, err=None):
         self._inv = inv
         self._notifier = None if inv.once else notifier
+        self._narrate = not (inv.once or inv.quiet or inv.verbose)  # changes and reminders
         self._out = out or sys.stdout
         self._err = err or sys.stderr
         self._probes = ()
-        self._start = 0.0
-        self._logged = {}  # probe -> state last logged ("ready" or a reason)
-        self._last_log = 0.0
-        self._status_key = None
-        self._last_status = 0.0
+        self._start = self._last_log = self._last_status = 0.0
 
     # --- events from the wait loop ---------------------------------------
 
@@ -39,60 +37,57 @@ class Reporter:
         self._probes = tuple(probes)
         self._start = self._last_log = self._last_status = now
 
-    def attempted(self, probe, now):
-        """A result came in for *probe* (its fields are already updated)."""
-        result = probe.result
+    def attempted(self, probe, result, attempt, changed, now):
+        """Attempt number *attempt* at *probe* gave *result*; *changed* says
+        whether the target's state changed with it."""
+        display = probe.target.display
         if self._inv.verbose:
             word = "ok" if result.ok else "failed"
-            self._log(f"attempt {probe.attempts} of {probe.target.display}: {word}: "
-                      f"{result.reason} ({_ms(result.latency)})", now)
-        state = "ready" if result.ok else result.reason
-        if self._logged.get(probe) != state:
-            self._logged[probe] = state
-            if not (self._inv.verbose or self._inv.quiet or self._inv.once or self._finishing()):
-                line = (f"ready: {probe.target.display}: {result.reason}, "
-                        f"attempt {probe.attempts}, {duration(now - self._start)}"
-                        if result.ok else self._waiting_for((probe,), now))
-                self._log(line, now)
-        self._send_status(now, changed_only=True)
+            self._log(f"attempt {attempt} of {display}: {word}: {result.reason} ({_ms(result.latency)})", now)
+        if not changed or self._finishing():
+            return  # finish() has the last word
+        if self._narrate:
+            took = duration(now - self._start)
+            self._log(f"ready: {_phrase(probe.target, result, attempt)}, {took}" if result.ok
+                      else self._waiting_for([(probe.target, result, attempt)], now), now)
+        self._send_status(now)
 
     def tick(self, now):
-        """Reminders and STATUS refreshes that are due; returns when the next one is."""
-        waiting = not self._finishing() and not self._inv.once
-        if waiting and not (self._inv.quiet or self._inv.verbose) \
-                and now - self._last_log >= REMINDER:
-            self._log("still " + self.waiting_text(now), now)
-        if self._notifier and now - self._last_status >= STATUS_REFRESH:
-            self._send_status(now, changed_only=False)
-        return min(self._last_log + REMINDER, self._last_status + STATUS_REFRESH)
+        """Send the reminder and the STATUS refresh that are due; return
+        when the next one is due (inf: none will be)."""
+        due = float("inf")
+        if self._narrate:
+            if now - self._last_log >= REMINDER:
+                self._log("still " + self.waiting_text(now), now)
+            due = self._last_log + REMINDER
+        if self._notifier is not None:
+            if now - self._last_status >= STATUS_REFRESH:
+                self._send_status(now)
+            due = min(due, self._last_status + STATUS_REFRESH)
+        return due
 
     def finish(self, ready, now):
-        """The wait is over: *ready* or not (deadline passed, --once failed)."""
-        took = duration(now - self._start)
+        """The wait is over: *ready*, or not (the deadline passed, or a
+        target failed its one attempt with --once)."""
         if self._inv.once:
-            for probe in self._probes:
-                self._out.write(self._result_line(probe))
+            self._results()
+            return
+        took = duration(now - self._start)
+        if ready:
+            final = f"ready after {took}: " + ", ".join(p.target.display for p in self._probes if p.passed)
         else:
-            if ready:
-                passed = ", ".join(p.target.display for p in self._probes if p.passed)
-                final = f"ready after {took}: {passed}"
-            else:
-                final = f"gave up after {took} (--deadline {self._inv.deadline:g}): " \
-                        + self._summary(self._waiting())
-            if not (ready and self._inv.quiet):
-                self._log(final, now)
-            self._status(final)
-            if self._inv.json:
-                for probe in self._probes:
-                    self._out.write(self._result_line(probe))
-        self._out.flush()
+            final = f"gave up after {took} (--deadline {self._inv.deadline:g}): " + self._summary()
+        if not (ready and self._inv.quiet):
+            self._log(final, now)
+        self._status(final)
+        if self._inv.json:
+            self._results()
 
-    def stopped(self, name, now):
-        """The probe was stopped by signal *name* (e.g. "SIGTERM")."""
-        final = f"stopped by {name} after {duration(now - self._start)}"
-        waiting = self._waiting()
-        if waiting:
-            final += ": " + self._summary(waiting)
+    def stopped(self, signal_name, now):
+        """The probe was stopped by a signal (e.g. "SIGTERM")."""
+        final = f"stopped by {signal_name} after {duration(now - self._start)}"
+        if any(not p.passed for p in self._probes):
+            final += ": " + self._summary()
         self._log(final, now)
         self._status(final)
 
@@ -102,43 +97,42 @@ class Reporter:
         """``waiting for db (10.0.0.11:5432): connection refused (port closed), attempt 7, 12 s``"""
         return self._waiting_for(self._waiting(), now)
 
-    def _waiting_for(self, probes, now):
+    def _waiting_for(self, entries, now):
         took = duration(now - self._start)
-        if len(probes) == 1:
-            return f"waiting for {self._summary(probes)}, {took}"
-        scope = "any" if self._inv.any else f"{len(probes)}"
-        return f"waiting for {scope} of {len(self._probes)} ({took}): {self._summary(probes)}"
+        phrases = "; ".join(_phrase(*entry) for entry in entries)
+        if len(entries) == 1:
+            return f"waiting for {phrases}, {took}"
+        scope = "any" if self._inv.any else len(entries)
+        return f"waiting for {scope} of {len(self._probes)} ({took}): {phrases}"
 
-    @staticmethod
-    def _summary(probes):
-        parts = []
-        for probe in probes:
-            if probe.result is None:
-                parts.append(f"{probe.target.display}: first attempt running")
-            else:
-                parts.append(f"{probe.target.display}: {probe.result.reason}, attempt {probe.attempts}")
-        return "; ".join(parts)
+    def _summary(self):
+        return "; ".join(_phrase(*entry) for entry in self._waiting())
+
+    def _waiting(self):
+        """(target, last result, attempts) of every target not passed yet."""
+        return [(p.target, p.result, p.attempts) for p in self._probes if not p.passed]
+
+    def _results(self):
+        for probe in self._probes:
+            self._out.write(self._result_line(probe))
+        self._out.flush()
 
     def _result_line(self, probe):
         result = probe.result
+        reason = result.reason if result else "no answer yet"
         if self._inv.json:
             import json
 
             return json.dumps({
                 "target": probe.target.safe_spec, "label": probe.target.label,
-                "kind": probe.target.kind, "ok": probe.passed,
-                "reason": result.reason if result else "no answer yet",
+                "kind": probe.target.kind, "ok": probe.passed, "reason": reason,
                 "latency_ms": round(result.latency * 1000, 1) if result else None,
                 "attempts": probe.attempts}, ensure_ascii=False) + "\n"
         word = "ok" if probe.passed else "FAIL"
         latency = _ms(result.latency) if result else "-"
-        reason = result.reason if result else "no answer yet"
         return f"{word:<4} {latency:>10}  {probe.target.display}: {reason}\n"
 
     # --- plumbing ----------------------------------------------------------
-
-    def _waiting(self):
-        return tuple(p for p in self._probes if not p.passed)
 
     def _finishing(self):
         """Whether the targets that passed already end the wait."""
@@ -150,20 +144,20 @@ class Reporter:
         self._err.flush()
         self._last_log = now
 
-    def _send_status(self, now, changed_only):
-        if self._notifier is None or self._finishing():
-            return  # finish() sends the last one
-        waiting = self._waiting()
-        key = tuple((p, p.result and p.result.reason) for p in waiting)
-        if changed_only and key == self._status_key:
-            return
-        self._status_key = key
+    def _send_status(self, now):
         self._last_status = now
-        self._notifier.status(self._waiting_for(waiting, now))
+        self._status(self.waiting_text(now))
 
     def _status(self, text):
         if self._notifier is not None:
             self._notifier.status(text)
+
+
+def _phrase(target, result, attempts):
+    """``db (10.0.0.11:5432): connection refused (port closed), attempt 7``"""
+    if result is None:
+        return f"{target.display}: first attempt running"
+    return f"{target.display}: {result.reason}, attempt {attempts}"
 
 
 def duration(seconds):

@@ -1,12 +1,14 @@
 """The wait loop: every target in parallel, retries with backoff and jitter,
 an overall deadline, and a prompt stop on SIGTERM or SIGINT.
 
-Threads: each attempt runs `check` on a daemon thread of its own; the main
-thread only schedules and waits, in select() on a pipe that the attempts
-write to when they finish and that _signal.set_wakeup_fd() writes the signal
-number to. So a signal is seen within milliseconds whatever the attempts
-are blocked in (getaddrinfo, a TLS handshake, a hung command), and attempts
-in flight are simply abandoned.
+Threads: each target has a daemon thread of its own that runs `check`,
+sleeps, and checks again until the target passes. The main thread only
+waits, in select() on a pipe that the target threads write to when a
+target's state changes and that signal.set_wakeup_fd() writes the signal
+number to. So a signal is seen within milliseconds whatever an attempt is
+blocked in (getaddrinfo, a TLS handshake, a hung command), attempts in
+flight are simply abandoned, and a target that keeps failing for the same
+reason costs one wake-up per attempt, on its own thread.
 
 Timing (monotonic clock throughout):
 - the first attempt of every target starts at once;
@@ -21,11 +23,11 @@ Timing (monotonic clock throughout):
   to the time left, and no retry starts in the last `MIN_GAP` seconds.
 """
 
-import _signal  # signal's C core: _signal.py's enums cost 0.5 ms at start-up
+import _signal  # signal's C core: signal.py's enums cost 0.5 ms at start-up
 import os
 import select
 import threading
-from time import monotonic
+import time
 
 from .checks import check
 
@@ -49,18 +51,30 @@ class Interrupted(BaseException):
 
 
 class Probe:
-    """One target's state in the loop (read by the `Reporter`)."""
+    """One target in the loop. Its thread writes these fields; the main
+    thread and the `Reporter` read them."""
 
-    __slots__ = ("target", "timeout", "attempts", "result", "passed", "busy", "next_at")
+    __slots__ = ("target", "timeout", "attempts", "result", "busy")
 
     def __init__(self, target, timeout):
         self.target = target
-        self.timeout = timeout
+        self.timeout = timeout  # per attempt
         self.attempts = 0  # finished attempts
         self.result = None  # the last Result
-        self.passed = False
         self.busy = False  # an attempt is in flight
-        self.next_at = 0.0
+
+    @property
+    def passed(self):
+        return self.result is not None and self.result.ok
+
+    def record(self, result):
+        """Count a finished attempt; return whether the target's state
+        (passed, or the reason it fails) changed with it."""
+        last = self.result
+        self.result = result
+        self.attempts += 1
+        self.busy = False
+        return last is None or (last.ok, last.reason) != (result.ok, result.reason)
 
 
 class Waiter:
@@ -70,8 +84,8 @@ class Waiter:
         self._inv = inv
         self._reporter = reporter
         self._probes = [Probe(t, inv.timeout_for(t)) for t in inv.targets]
-        self._results = []  # (probe, Result) appended by attempt threads
-        self._lock = threading.Lock()  # guards _results and _wake_fd
+        self._events = []  # (probe, result, attempt number, changed), from the target threads
+        self._lock = threading.Lock()  # guards _events and _wake_fd
         self._wake_fd = None
         self._deadline = None
 
@@ -96,79 +110,70 @@ class Waiter:
 
     def _loop(self, read_fd):
         inv, reporter = self._inv, self._reporter
-        now = monotonic()
+        now = time.monotonic()
         self._deadline = now + inv.deadline if inv.deadline else None
         reporter.start(self._probes, now)
         for probe in self._probes:
-            self._launch(probe, now)
+            threading.Thread(target=self._follow, args=(probe,), daemon=True,
+                             name=f"probe {probe.target.kind}").start()
         while True:
-            now = monotonic()
-            self._collect(now)
+            now = time.monotonic()
+            with self._lock:
+                events, self._events = self._events, []
+            for event in events:
+                reporter.attempted(*event, now)
             if inv.once:  # every target gets its one result line
-                if not any(p.busy for p in self._probes):
+                if all(p.attempts for p in self._probes):
                     return self._finish(self._ready(), now)
             elif self._ready():
                 return self._finish(True, now)
-            if self._deadline is not None and now >= self._give_up_at():
-                return self._finish(False, now)
             wake = reporter.tick(now)
-            for probe in self._probes:
-                if probe.passed or probe.busy or inv.once:
-                    continue
-                if probe.next_at <= now:
-                    self._launch(probe, now)
-                else:
-                    wake = min(wake, probe.next_at)
             if self._deadline is not None:
-                wake = min(wake, self._give_up_at())
-            self._sleep(read_fd, wake - monotonic())
+                busy = any(p.busy for p in self._probes)
+                give_up_at = self._deadline + (DEADLINE_GRACE if busy else 0.0)
+                if now >= give_up_at:
+                    return self._finish(False, now)
+                wake = min(wake, give_up_at)
+            self._sleep(read_fd, wake - time.monotonic())
 
     def _ready(self):
         passed = [p.passed for p in self._probes]
         return any(passed) if self._inv.any else all(passed)
 
-    def _give_up_at(self):
-        busy = any(p.busy and not p.passed for p in self._probes)
-        return self._deadline + (DEADLINE_GRACE if busy else 0.0)
-
-    def _launch(self, probe, now):
-        timeout = probe.timeout
-        if self._deadline is not None:
-            left = self._deadline - now
-            if left <= 0 or (probe.attempts and left < MIN_GAP):
-                probe.next_at = float("inf")  # no retry can finish in time
+    def _follow(self, probe):
+        """A target's thread: check, and check again after a gap, until the
+        target passes (or --once, or the deadline leaves no time)."""
+        while True:
+            timeout = probe.timeout
+            if self._deadline is not None:
+                left = self._deadline - time.monotonic()
+                if left <= 0 or (probe.attempts and left < MIN_GAP):
+                    return
+                timeout = min(timeout, left)
+            probe.busy = True
+            result = check(probe.target, timeout)
+            changed = probe.record(result)
+            if changed or self._inv.verbose or self._inv.once:
+                self._post((probe, result, probe.attempts, changed))
+            if result.ok or self._inv.once:
                 return
-            timeout = min(timeout, left)
-        probe.busy = True
-        threading.Thread(target=self._attempt, args=(probe, timeout), daemon=True,
-                         name=f"attempt {probe.target.kind}").start()
+            time.sleep(_gap(probe.attempts))
 
-    def _attempt(self, probe, timeout):
-        """On an attempt thread: one check, then wake the main thread."""
-        result = check(probe.target, timeout)
+    def _post(self, event):
+        """From a target's thread: queue *event* and wake the main thread."""
         with self._lock:
-            self._results.append((probe, result))
+            self._events.append(event)
             if self._wake_fd is not None:
                 try:
                     os.write(self._wake_fd, b"\0")
                 except BlockingIOError:
                     pass  # the pipe is full of wake-ups already
 
-    def _collect(self, now):
-        with self._lock:
-            results, self._results = self._results, []
-        for probe, result in results:
-            probe.busy = False
-            probe.attempts += 1
-            probe.result = result
-            probe.passed = result.ok
-            if not result.ok:
-                probe.next_at = now + _gap(probe.attempts)
-            self._reporter.attempted(probe, now)
-
     def _sleep(self, read_fd, seconds):
-        """Wait for a wake-up byte or *seconds*; raise `Interrupted` on a _signal."""
-        if select.select([read_fd], [], [], max(0.0, seconds))[0]:
+        """Wait for a wake-up byte or *seconds* (inf: no limit); raise
+        `Interrupted` on a signal."""
+        timeout = None if seconds == float("inf") else max(0.0, seconds)
+        if select.select([read_fd], [], [], timeout)[0]:
             for byte in os.read(read_fd, 4096):
                 if byte:  # set_wakeup_fd writes the signal number
                     raise Interrupted(byte)
