@@ -15,14 +15,12 @@ ten units).
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
+
+from sizes import run_sizes, timed
 
 CHAIN = 10
 
@@ -47,11 +45,6 @@ def fleet_conf(n: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def timed(argv) -> float:
-    start = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
-
 
 def measure(n: int, runs: int, work: Path) -> dict:
     conf = work / f"fleet-{n}.yaml"
@@ -72,15 +65,7 @@ def measure(n: int, runs: int, work: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
-    parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="unitgen-fleet-"))
-    try:
-        rows = [measure(n, args.runs, work) for n in args.sizes]
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    rows = run_sizes(__doc__, measure, "unitgen-fleet-")
     print(f"{'services':>9} {'hosts':>6} {'render':>8} {'check':>8} {'plan':>8} {'check/render':>13} {'plan/render':>12}")
     for r in rows:
         print(f"{r['n']:>9} {max(1, r['n'] // 10):>6} {r['render']:>7.3f}s {r['check']:>7.3f}s {r['plan']:>7.3f}s "

@@ -13,16 +13,15 @@ and linear growth from 1,000 to 10,000).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
+
+from sizes import run_sizes, timed
 
 FLOOR = """
 import json, os, sys
@@ -56,12 +55,6 @@ def fleet_conf(n: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def timed(argv, **kwargs) -> float:
-    start = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, **kwargs)
-    return time.perf_counter() - start
-
-
 def measure(n: int, runs: int, work: Path) -> dict:
     conf = work / f"conf-{n}.yaml"
     conf.write_text(fleet_conf(n))
@@ -92,15 +85,7 @@ def measure(n: int, runs: int, work: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
-    parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="unitgen-bench-"))
-    try:
-        rows = [measure(n, args.runs, work) for n in args.sizes]
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    rows = run_sizes(__doc__, measure, "unitgen-bench-")
     print(f"{'services':>9} {'render s':>9} {'floor s':>8} {'ratio':>6} {'render µs/service':>18}")
     for r in rows:
         print(f"{r['n']:>9} {r['render']:>9.3f} {r['floor']:>8.3f} {r['render'] / r['floor']:>5.2f}x "
