@@ -19,6 +19,7 @@ from . import __version__
 from .errors import ConfigError, Problem, UnitgenError, UsageError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+MAX_PROBLEMS = 100  # printed; a hostile file must not flood the terminal
 
 
 class UnitgenGroup(click.Group):
@@ -28,8 +29,10 @@ class UnitgenGroup(click.Group):
         try:
             return super().invoke(ctx)
         except ConfigError as exc:
-            for problem in exc.problems:
+            for problem in exc.problems[:MAX_PROBLEMS]:
                 click.echo(str(problem), err=True)
+            if len(exc.problems) > MAX_PROBLEMS:
+                click.echo(f"... and {len(exc.problems) - MAX_PROBLEMS} more problems", err=True)
             ctx.exit(exc.exit_code)
         except UnitgenError as exc:
             click.echo(f"unitgen: {exc}", err=True)
@@ -128,10 +131,12 @@ def _print_units(units: Dict[str, str]) -> None:
 
 
 def _print_diffs(plan, output: str) -> None:
+    from .systemd import redact_unit
+
     for change in plan.changes:
         if change.action in ("create", "update", "remove"):
-            old = (change.old or "").splitlines(keepends=True)
-            new = (change.new or "").splitlines(keepends=True)
+            old = redact_unit(change.old or "").splitlines(keepends=True)
+            new = redact_unit(change.new or "").splitlines(keepends=True)
             path = os.path.join(output, change.name)
             click.echo("".join(difflib.unified_diff(
                 old, new, "/dev/null" if change.action == "create" else path,
@@ -171,21 +176,38 @@ def _unit_list(names: List[str], most: int = 12) -> str:
 
 @cli.command(context_settings=CONTEXT)
 @conf_argument
-def check(conf: str) -> None:
+@host_option
+@probe_option
+def check(conf: str, host: Optional[str], probe_path: Optional[str]) -> None:
     """Validate the conf and its dependency graph; write nothing.
 
-    Exit 0 when the conf is usable (warnings may be printed), 2 when not.
+    Exit 0 when the conf is usable, 2 when not. Warnings: services that
+    would run as root without saying so, secrets in world-readable units,
+    and, for the services of this host (or --host), users that do not exist
+    here and a probe their user cannot run.
 
     \b
     Example:
       unitgen check /etc/unitgen/conf.yaml
+      unitgen check fleet.yaml --host db1
     """
-    from . import graph
+    from . import graph, lint, paths
 
     model = _load(conf)
     problems = graph.check(model)
     if problems:
         raise ConfigError(problems)
+    try:
+        here, local = graph.local_host(model, host), True
+    except UsageError:
+        if host:
+            raise
+        here, local = None, False  # this machine is not in the fleet: no host-local checks
+    try:
+        probe = paths.probe_command(probe_path)
+    except UnitgenError:
+        probe = None
+    _print_warnings(lint.lint(model, here, probe, local))
     count = len(model.services)
     click.echo(f"{conf}: ok, {count} service{'s' if count != 1 else ''} ({model.format} format)")
 

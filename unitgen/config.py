@@ -38,7 +38,9 @@ from .yamlfile import MarkedMap
 # Mappings in ``defaults:`` that merge key by key into a service's own.
 _DEEP_KEYS = {"environment", "probe", "loss_threshold", "systemd"}
 _COMMAND_KEYS = ("exec", "script")
-_USER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,30}\$?\Z|[0-9]{1,10}\Z")
+# systemd's strict user/group name rules (anything else draws a warning from
+# systemd), or a numeric id.
+_USER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,30}\Z|[0-9]{1,10}\Z")
 _NATIVE_SERVICE_KEYS = set(validator().property_names("#/$defs/service_keys"))
 
 
@@ -121,8 +123,9 @@ class _Reader:
         except systemd.Unexpressible as exc:
             self.problem(str(exc), where, mark)
             return None
-        if body != "~" and ("//" in body or any(part in (".", "..") for part in body.split("/"))):
-            self.problem(f"{text!r} must be a normalized absolute path (no //, . or ..)", where, mark)
+        if body != "~" and ("//" in body or any(part in (".", "..") for part in body.split("/"))
+                            or (body.endswith("/") and body != "/")):
+            self.problem(f"{text!r} must be a normalized absolute path (no //, . or .., no trailing /)", where, mark)
             return None
         return text
 
@@ -257,10 +260,12 @@ class _NativeReader(_Reader):
     def build_service(self, name: str, raw: MarkedMap, keys, mark, hosts: Dict[str, Host]) -> Optional[Service]:
         user = self.plain(raw, "user", keys)
         if user is not None and not _USER_NAME.match(user):
-            self.problem(f"{user!r} is not a valid user name", keys + ("user",), raw.mark_of("user"))
+            self.problem(f"{user!r} is not a valid user name (a letter or _, then letters, digits, _ or -; "
+                         "at most 31 characters; or a numeric id)", keys + ("user",), raw.mark_of("user"))
         group = self.plain(raw, "group", keys)
         if group is not None and not _USER_NAME.match(group):
-            self.problem(f"{group!r} is not a valid group name", keys + ("group",), raw.mark_of("group"))
+            self.problem(f"{group!r} is not a valid group name (a letter or _, then letters, digits, _ or -; "
+                         "at most 31 characters; or a numeric id)", keys + ("group",), raw.mark_of("group"))
         argv, script, user = self.command(raw, keys, mark, user)
         pid_file = self.path_value(raw, "pid_file", keys) if "pid_file" in raw else None
         unit_type = raw.get("type") or ("forking" if pid_file else "exec")
@@ -397,7 +402,7 @@ def _merge_maps(base: MarkedMap, over: MarkedMap, deep: dict, skip=()) -> Marked
 
 # --- sudo -u ----------------------------------------------------------------
 
-_SUDO = re.compile(r"\s*sudo\s+-u\s*(?P<user>[A-Za-z0-9_][A-Za-z0-9_.-]*\$?)\s+(?P<rest>\S.*)\Z", re.S)
+_SUDO = re.compile(r"\s*sudo\s+-u\s*(?P<user>[^\s;&|<>()'\"`$]+)\s+(?P<rest>\S.*)\Z", re.S)
 _SHELL_CONTROL = set(";&|<>()")
 
 
@@ -413,6 +418,8 @@ def split_sudo(script: str) -> Tuple[Optional[str], str, Optional[str]]:
     if not match:
         return None, script, None
     user, rest = match.group("user"), match.group("rest")
+    if not _USER_NAME.match(user):
+        return None, script, f"kept as is (sudo runs it): {user!r} does not follow systemd's rules for User= names"
     if rest.startswith("-- "):
         rest = rest[3:].lstrip()
     elif rest.startswith("-"):

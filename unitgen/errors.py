@@ -39,7 +39,17 @@ class Problem:
     def __str__(self) -> str:
         where = f"{self.mark}: " if self.mark else ""
         key = f"{self.path}: " if self.path else ""
-        return f"{where}{key}{self.message}"
+        return one_line(f"{where}{key}{self.message}")
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
+_CONTROL.update({0x0A: "\\n", 0x09: "\\t", 0x0D: "\\r", 0x2028: "\\u2028", 0x2029: "\\u2029", 0x85: "\\x85"})
+
+
+def one_line(text: str) -> str:
+    """``text`` with every control character escaped: one problem, one line, and
+    no value can forge lines in a terminal or a log."""
+    return text.translate(_CONTROL)
 
 
 class UnitgenError(Exception):

@@ -95,6 +95,10 @@ def did_you_mean(word: Any, choices: Sequence[str]) -> str:
 
 
 def _short(text: str, limit: int = 40) -> str:
+    """A value quoted in a message: cut short, URL credentials hidden."""
+    from .systemd import redact_credentials
+
+    text = redact_credentials(text)
     return repr(text if len(text) <= limit else text[:limit] + "…")
 
 

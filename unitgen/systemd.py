@@ -225,3 +225,26 @@ def timespan(seconds: float) -> Escaped:
     if micro % 1000 == 0:
         return Escaped(f"{micro // 1000}ms")
     return Escaped(f"{micro}us")
+
+
+# --- secrets ------------------------------------------------------------------
+
+_URL_CREDENTIALS = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@\"]*@")
+_ENVIRONMENT_LINE = re.compile(r'^(Environment="[A-Za-z_][A-Za-z0-9_]*=)((?:[^"\\]|\\.)*)(")', re.M)
+
+
+def redact_credentials(text: str) -> str:
+    """``scheme://user:password@host`` -> ``scheme://***@host``."""
+    return _URL_CREDENTIALS.sub(r"\1***@", text)
+
+
+def redact_unit(text: str) -> str:
+    """A unit for display (diffs, logs): Environment= values and URL credentials
+    hidden. A value is replaced by a short hash of it, so a change still shows."""
+    import hashlib
+
+    def hide(match: "re.Match[str]") -> str:
+        mark = hashlib.sha256(match.group(2).encode("utf-8", "surrogateescape")).hexdigest()[:6]
+        return f"{match.group(1)}<redacted {mark}>{match.group(3)}"
+
+    return redact_credentials(_ENVIRONMENT_LINE.sub(hide, text))
