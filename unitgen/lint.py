@@ -1,0 +1,132 @@
+"""Warnings from `unitgen check`: what is valid but likely a mistake.
+
+* A unit runs as root only when the conf says so: a service with neither
+  ``user:`` nor a leading ``sudo -u`` is reported (``user: root`` says it).
+* On the host being checked: a ``user:``/``group:`` that does not exist there,
+  and a probe that the service's user cannot run (the probe runs as that
+  user: every directory on the way to the script and to the interpreter of
+  its #! line must let that user through).
+* Secrets in the world-readable unit file: URL credentials in a dependency,
+  and environment values whose names say they are secrets
+  (environment_file: keeps them out of the unit).
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import re
+import stat
+from typing import Iterable, List, Optional, Tuple
+
+from .errors import Problem
+from .graph import placements
+from .model import Conf, Service
+
+_SECRET_NAME = re.compile(r"PASS(WORD|WD)?|SECRET|TOKEN|API_?KEY|PRIVATE_?KEY|CREDENTIAL", re.I)
+
+
+def lint(conf: Conf, host: Optional[str], probe: Optional[str], local: bool) -> List[Problem]:
+    """Warnings for ``conf``; host-local ones (users, probe) when ``local``."""
+    found: List[Problem] = []
+    for service in conf.services.values():
+        found.extend(_root(service))
+        found.extend(_secrets(service))
+        if local and host in placements(conf, service):
+            found.extend(_accounts(service))
+            if probe and service.deps:
+                found.extend(_probe_reachable(service, probe))
+    return found
+
+
+def _warn(service: Service, message: str) -> Problem:
+    return Problem(message, service.mark, service.name)
+
+
+def _root(service: Service) -> Iterable[Problem]:
+    if service.user is None:
+        yield _warn(service, "runs as root: it has no user: (nor sudo -u); say user: root if that is meant")
+
+
+def _secrets(service: Service) -> Iterable[Problem]:
+    for name, _ in service.environment:
+        if _SECRET_NAME.search(name):
+            yield _warn(service, f"environment {name} looks like a secret, and unit files are world-readable: "
+                                 "put it in an environment_file: readable by root only")
+    for dep in service.deps:
+        if dep.target is not None and dep.target.kind == "http" and "@" in dep.target.address.netloc:
+            yield Problem("a dependency URL holds credentials, which end up in the world-readable unit file",
+                          dep.mark, service.name)
+
+
+def _accounts(service: Service) -> Iterable[Problem]:
+    if service.user and not service.user.isdigit():
+        try:
+            pwd.getpwnam(service.user)
+        except KeyError:
+            yield _warn(service, f"user {service.user!r} does not exist on this host")
+    if service.group and not service.group.isdigit():
+        try:
+            grp.getgrnam(service.group)
+        except KeyError:
+            yield _warn(service, f"group {service.group!r} does not exist on this host")
+
+
+def _probe_reachable(service: Service, probe: str) -> Iterable[Problem]:
+    user = service.user or "root"
+    try:
+        account = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except KeyError:
+        return  # reported by _accounts
+    if account.pw_uid == 0:
+        return
+    ids = (account.pw_uid, set(os.getgrouplist(account.pw_name, account.pw_gid)))
+    for path in [probe, *_interpreter(probe)]:
+        blocked = _blocked_at(path, ids)
+        if blocked:
+            yield _warn(service, f"its dependency probe runs as {user}, who cannot reach {path} "
+                                 f"({blocked}); install unitgen where every user can run it, e.g. /usr/local or /opt")
+            return
+
+
+def _interpreter(script: str) -> List[str]:
+    try:
+        with open(script, "rb") as f:
+            first = f.readline(256)
+    except OSError:
+        return []
+    if not first.startswith(b"#!"):
+        return []
+    words = first[2:].decode("utf-8", "replace").split()
+    return words[:1]
+
+
+def _blocked_at(path: str, ids: Tuple[int, set]) -> Optional[str]:
+    """Where ``path`` stops a user (uid, gids) from executing it, or None."""
+    parts = os.path.abspath(path).split("/")[1:]
+    current = "/"
+    for part in parts:
+        try:
+            info = os.stat(current)
+        except OSError as exc:
+            return f"{current}: {exc.strerror}"
+        if not _allowed(info, ids, stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH):
+            return f"{current} is mode {stat.S_IMODE(info.st_mode):o}"
+        current = os.path.join(current, part)
+    try:
+        info = os.stat(current)
+    except OSError as exc:
+        return f"{exc.strerror}"
+    if not _allowed(info, ids, stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH):
+        return f"{current} is mode {stat.S_IMODE(info.st_mode):o}"
+    return None
+
+
+def _allowed(info: os.stat_result, ids: Tuple[int, set], owner: int, group: int, other: int) -> bool:
+    uid, gids = ids
+    if info.st_uid == uid:
+        return bool(info.st_mode & owner)
+    if info.st_gid in gids:
+        return bool(info.st_mode & group)
+    return bool(info.st_mode & other)
