@@ -2,7 +2,7 @@
 
 import pytest
 
-from unitgen_probe import Target, UsageError
+from unitgen_probe import Target, UsageError, parse_argv
 from unitgen_probe.targets import accepts, redact
 
 
@@ -164,3 +164,17 @@ def test_credentials_never_shown():
 ])
 def test_redact(text, shown):
     assert redact(text) == shown
+
+
+@pytest.mark.parametrize("argv", [
+    ["http://admin:s3cr3t@db/"],  # the kind forgotten
+    ["http", "http://admin:s3cr3t@db/", "--name", "a", "--name", "b"],
+    ["http", "http://admin:s3cr3t@db:0/"],
+    ["http", "http://admin:s3cr3t@db/ x"],
+    ["http", "ftp://admin:s3cr3t@db/"],
+    ["--timeout", "http://admin:s3cr3t@db/", "tcp", "a:1"],
+])
+def test_usage_errors_never_quote_credentials(argv):
+    with pytest.raises(UsageError) as error:
+        parse_argv(argv)
+    assert "s3cr3t" not in str(error.value) and "admin" not in str(error.value)

@@ -47,7 +47,7 @@ def check(target, timeout=None):
     Safe to call from several threads at once.
     """
     seconds = timeout if timeout is not None else (target.timeout or DEFAULT_TIMEOUT)
-    run = _check_of(target.kind)
+    run = check_of(target.kind)
     start = monotonic()
     try:
         return Result(True, run(target, Budget(seconds)), monotonic() - start)
@@ -58,8 +58,15 @@ def check(target, timeout=None):
     return Result(False, printable(redact(words)), monotonic() - start)
 
 
-def _check_of(kind):
-    """The function that checks targets of *kind*: f(target, budget) -> reason."""
+def check_of(kind):
+    """The function that checks targets of *kind*: f(target, budget) -> reason.
+
+    Its module is imported on the first call: callers that start threads
+    call this first, on the main thread (a module such as subprocess
+    imports threading, which must not first be imported on another thread:
+    threading would take that thread for the main one and wait for it at
+    exit).
+    """
     if kind == "http":
         from .http_check import check_http
         return check_http

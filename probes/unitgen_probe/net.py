@@ -14,8 +14,8 @@ do not use. Its API is the one documented for the socket module.
 import _socket
 import errno
 import os
+import _thread  # threading's C core: see wait.py
 import select
-import threading
 from time import monotonic
 
 from .attempt import Failed
@@ -60,13 +60,13 @@ def reason(error):
 # --- name resolution -------------------------------------------------------
 
 class _Lookup:
-    """One getaddrinfo call on a daemon thread, shared by every attempt that
-    asks for the same name while it runs (a hung DNS server then costs one
-    thread, not one per attempt). It forgets itself when done, so the next
-    attempt resolves the name anew."""
+    """One getaddrinfo call on a thread of its own, shared by every attempt
+    that asks for the same name while it runs (a hung DNS server then costs
+    one thread, not one per attempt). It forgets itself when done, so the
+    next attempt resolves the name anew."""
 
     _running = {}
-    _lock = threading.Lock()
+    _lock = _thread.allocate_lock()
 
     @classmethod
     def get(cls, host, port):
@@ -78,9 +78,10 @@ class _Lookup:
 
     def __init__(self, host, port):
         self.key = (host, port)
-        self.done = threading.Event()
         self.answer = None
-        threading.Thread(target=self._run, daemon=True, name=f"resolve {host}").start()
+        self._done = _thread.allocate_lock()  # held until the answer is in
+        self._done.acquire()
+        _thread.start_new_thread(self._run, ())
 
     def _run(self):
         try:
@@ -90,7 +91,14 @@ class _Lookup:
         finally:
             with self._lock:
                 del self._running[self.key]
-            self.done.set()
+            self._done.release()
+
+    def wait(self, timeout):
+        """Whether the answer is in within *timeout* seconds."""
+        if not self._done.acquire(timeout=timeout):
+            return False
+        self._done.release()  # for the other attempts waiting
+        return True
 
 
 def resolve(host, port, budget):
@@ -103,7 +111,7 @@ def resolve(host, port, budget):
     if numeric:
         return numeric
     lookup = _Lookup.get(host, port)
-    if not lookup.done.wait(budget.left()):
+    if not lookup.wait(budget.left()):
         raise budget.timed_out("resolving the name", "DNS server not answering")
     if isinstance(lookup.answer, UnicodeError):
         raise Failed(f"not a valid host name: {lookup.answer}")

@@ -29,9 +29,12 @@ _HTTPS_ONLY = ("ca_file", "insecure")
 class UsageError(ValueError):
     """A malformed command line, target spec or option (exit status 2).
 
-    The message is one line, written for the operator, and never contains
-    URL credentials.
+    The message is one line, written for the operator; URL credentials are
+    removed from it here, whatever it quotes.
     """
+
+    def __init__(self, message):
+        super().__init__(redact(message))
 
 
 class Target:
@@ -175,10 +178,10 @@ def parse_url(spec):
     """Validate an http:// or https:// URL -> urllib.parse.SplitResult."""
     scheme = spec.partition(":")[0].lower()
     if scheme not in ("http", "https") or not spec[len(scheme):].startswith("://"):
-        raise UsageError(f"http {redact(spec)}: the URL must start with http:// or https://")
+        raise UsageError(f"http {spec}: the URL must start with http:// or https://")
     bad = [c for c in spec if c <= " " or c == "\x7f"]
     if bad:
-        raise UsageError(f"http {printable(redact(spec))}: the URL contains "
+        raise UsageError(f"http {printable(spec)}: the URL contains "
                          f"{'a space' if bad[0] == ' ' else 'a control character'}"
                          " (percent-encode it)")
     from urllib.parse import urlsplit
@@ -186,15 +189,15 @@ def parse_url(spec):
     try:
         url = urlsplit(spec)
     except ValueError as error:  # e.g. "Invalid IPv6 URL"
-        raise UsageError(f"http {redact(spec)}: {error}") from None
+        raise UsageError(f"http {spec}: {error}") from None
     try:
         port = url.port  # None when absent; ValueError when not a number in 0-65535
     except ValueError:
         port = 0
     if port == 0:
-        raise UsageError(f"http {redact(spec)}: the port must be a number from 1 to 65535")
+        raise UsageError(f"http {spec}: the port must be a number from 1 to 65535")
     host = url.hostname or ""
-    where = "http " + redact(spec)
+    where = "http " + spec
     if "[" in url.netloc:
         _ipv6(host, where)
     else:
