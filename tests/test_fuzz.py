@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 from click.testing import CliRunner
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from unitgen.cli import cli
@@ -157,6 +157,7 @@ values = st.recursive(
 
 
 @given(st.dictionaries(st.one_of(st.sampled_from(KEYS), hostile), values, max_size=5))
+@example({"version": None, "services": True})  # once a TypeError
 def test_any_structure_ends_in_units_or_a_clean_error(data):
     conf, out, result = render(data)
     if result.exit_code == 0:

@@ -229,7 +229,8 @@ class _NativeReader(_Reader):
 
     def broken_services(self, problem_keys):
         if any(k[:1] in (("defaults",), ("version",)) or k == () for k in problem_keys):
-            return set(self.data.get("services") or {}) | {None}
+            services = self.data.get("services")
+            return set(services if isinstance(services, dict) else ()) | {None}
         return {k[1] for k in problem_keys if len(k) > 1 and k[0] == "services"}
 
     def service_entries(self):
