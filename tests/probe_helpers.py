@@ -37,9 +37,11 @@ def probe_env(**extra):
     return env
 
 
-def probe_command(*args, netns=None):
+def probe_command(*args, netns=None, bare=False):
+    """The command that runs the probe with *args*; *bare*: without the
+    site module, like a host whose site-packages import nothing at start."""
     prefix = ["ip", "netns", "exec", netns] if netns else []
-    return prefix + [sys.executable, "-m", "unitgen_probe", *map(str, args)]
+    return prefix + [sys.executable, *(["-S"] if bare else []), "-m", "unitgen_probe", *map(str, args)]
 
 
 def run_probe(*args, netns=None, env=None, timeout=WAIT):
@@ -63,8 +65,8 @@ def wait_until(condition, timeout=WAIT, interval=0.02, what="the condition"):
 class ProbeProcess:
     """The probe running in the background, its output collected as it comes."""
 
-    def __init__(self, *args, netns=None, env=None):
-        self.proc = subprocess.Popen(probe_command(*args, netns=netns), env=env or probe_env(),
+    def __init__(self, *args, netns=None, env=None, bare=False):
+        self.proc = subprocess.Popen(probe_command(*args, netns=netns, bare=bare), env=env or probe_env(),
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.out, self.err = [], []
         self._readers = [threading.Thread(target=self._read, args=(stream, lines), daemon=True)

@@ -125,9 +125,10 @@ def test_a_signal_ends_the_wait(signum):
     assert "db (127.0.0.1:" in probe.stderr.splitlines()[-1]
 
 
-def test_a_signal_abandons_attempts_in_flight(tmp_path):
+@pytest.mark.parametrize("bare", [False, True], ids=["site", "no-site"])
+def test_a_signal_abandons_attempts_in_flight(tmp_path, bare):
     pidfile = tmp_path / "pid"
-    with ProbeProcess("exec", f"echo $$ > {pidfile}; sleep 60", "--timeout", "120") as probe:
+    with ProbeProcess("exec", f"echo $$ > {pidfile}; sleep 60", "--timeout", "120", bare=bare) as probe:
         shell = int(wait_until(lambda: pidfile.exists() and pidfile.read_text().strip()))
         stop(probe.proc)
         assert probe.finish() == 143
