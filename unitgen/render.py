@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import jinja2
 
@@ -65,8 +65,12 @@ def environment() -> jinja2.Environment:
 class Renderer:
     """Renders the units of one host; build once, call render() many times."""
 
-    def __init__(self, probe: Optional[str] = None):
+    def __init__(self, probe: Optional[str] = None, systemd_version: Optional[int] = None):
+        """``systemd_version``: the major version of the systemd that loads the
+        units; directives it does not know are left out (as comments). None
+        (unknown) renders every directive."""
         self.probe = paths.probe_command(probe)
+        self.systemd_version = systemd_version
         self.template = environment().get_template("service.j2")
 
     def render(self, conf: Conf, host: Optional[str], source_path: Optional[str] = None) -> Dict[str, str]:
@@ -84,9 +88,12 @@ class Renderer:
         if plan.targets:
             probe = [self.probe, *format_argv(
                 plan.targets, deadline=s.probe.deadline, timeout=s.probe.timeout, any_=s.probe.any)]
+        raw, left_out = _version_gate(s.raw, self.systemd_version)
         text = self.template.render(
             s=s,
-            raw=dict(s.raw),
+            raw=raw,
+            left_out=left_out,
+            systemd_version=self.systemd_version,
             plan=plan,
             source=source,
             source_path=source_path,
@@ -96,6 +103,21 @@ class Renderer:
         )
         _check_shape(text)
         return text
+
+
+def _version_gate(raw, version: Optional[int]):
+    """The conf's raw directives split into ({section: [(key, text)]} that
+    systemd ``version`` understands, [(key, text, since)] that it does not)."""
+    kept: Dict[str, List[Tuple[str, str]]] = {}
+    left_out: List[Tuple[str, str, int]] = []
+    for section, lines in raw:
+        kept[section] = []
+        for key, text in lines:
+            if systemd.understood(key, version):
+                kept[section].append((key, text))
+            else:
+                left_out.append((key, text, systemd.DIRECTIVE_SINCE[key]))
+    return kept, left_out
 
 
 def _identifier(name: str) -> str:

@@ -25,7 +25,7 @@ verify`` in the tests):
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from typing import Iterable, Optional
 
 UNIT_NAME_MAX = 255
 
@@ -225,6 +225,26 @@ def timespan(seconds: float) -> Escaped:
     if micro % 1000 == 0:
         return Escaped(f"{micro // 1000}ms")
     return Escaped(f"{micro}us")
+
+
+# --- version gates ------------------------------------------------------------
+
+# Directives newer than systemd 252 (the oldest systemd unitgen is tested on),
+# with the version that added each. Older systemd logs "Unknown key" and
+# ignores them, so they are rendered only for a systemd known to understand them.
+DIRECTIVE_SINCE = {"RestartMode": 254, "RestartSteps": 254, "RestartMaxDelaySec": 254}
+
+
+def major_version(text: str) -> Optional[int]:
+    """systemd's major version from Manager.Version ("252.38-1~deb12u1" -> 252), None if unreadable."""
+    match = re.match(r"v?(\d+)", text.strip())
+    return int(match.group(1)) if match else None
+
+
+def understood(directive: str, version: Optional[int]) -> bool:
+    """Whether systemd ``version`` knows ``directive``; an unknown version (None) is assumed to."""
+    since = DIRECTIVE_SINCE.get(directive)
+    return version is None or since is None or version >= since
 
 
 # --- secrets ------------------------------------------------------------------
