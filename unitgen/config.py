@@ -18,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import shlex
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from unitgen_probe import Target, UsageError as ProbeUsageError
 
@@ -32,7 +32,7 @@ from .model import (
     ProbeSettings,
     Service,
 )
-from .schema import did_you_mean, format_path, validator
+from .schema import describe, did_you_mean, format_path, validator
 from .yamlfile import MarkedMap
 
 # Mappings in ``defaults:`` that merge key by key into a service's own.
@@ -399,6 +399,158 @@ def _merge_maps(base: MarkedMap, over: MarkedMap, deep: dict, skip=()) -> Marked
             merged.key_marks[key] = source.key_marks.get(key, source.mark)
             merged.value_marks[key] = source.value_marks.get(key, source.mark)
     return merged
+
+
+# --- several files as one conf (the generator's conf.yaml and conf.d/*.yaml) ---
+
+_SECTIONS = ("services", "hosts")  # native keys whose entries may come from several files
+
+
+class ConfFiles:
+    """Several files read as one conf, each problem with its own FILE:LINE:COL.
+
+        files = ConfFiles(["/etc/unitgen/conf.yaml", "/etc/unitgen/conf.d/web.yaml"])
+        conf = files.read()                  # one Conf, or ConfigError with every problem
+        conf = files.read(leave_out={"web"})  # as if "web" were defined nowhere
+        files.service_of(problem)            # the service a problem lies in, or None
+
+    The files are one conf split up, so they share one format. Native: the
+    entries of ``services:`` and ``hosts:`` come from every file, each name
+    from one file only (a name in two files is a problem naming both places);
+    ``defaults:`` apply to the services of every file, so they, like any
+    other top-level key, are given in one file only; ``version:`` is the same
+    in each; ``x-`` keys are free in each. Autoheal: the services of every
+    file, each name once. The constructor parses every file and raises
+    ConfigError if one cannot be a part of the conf at all.
+    """
+
+    def __init__(self, paths: Sequence[str]):
+        self.paths = list(paths)
+        self.documents: List[Tuple[str, MarkedMap]] = []
+        problems: List[Problem] = []
+        for path in self.paths:
+            try:
+                data = yamlfile.load(path)
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+                continue
+            problem = self._misfit(path, data)
+            if problem:
+                problems.append(problem)
+            else:
+                self.documents.append((path, data))
+        if problems:
+            raise ConfigError(problems)
+        self.native = "version" in self.documents[0][1]
+        if self.native:
+            for _, data in self.documents:
+                _pin_marks(data.get("defaults"))
+
+    def _misfit(self, path: str, data: Any) -> Optional[Problem]:
+        """Why a parsed file cannot be a part of this conf, if it cannot."""
+        if not isinstance(data, dict):
+            where = data.mark if isinstance(data, list) else Mark(path, 1, 1)
+            return Problem("the top level of a conf file must be a mapping (version: 1, or Autoheal services)", where)
+        if self.documents and ("version" in data) != ("version" in self.documents[0][1]):
+            first = self.documents[0][0]
+            return Problem(f"{first} is {_format_name(self.documents[0][1])} but this file is "
+                           f"{_format_name(data)}: the files of a conf share one format", data.mark)
+        return None
+
+    @property
+    def service_names(self) -> Set[Any]:
+        """Every service name the files define."""
+        names: Set[Any] = set()
+        for _, data in self.documents:
+            section = data.get("services") if self.native else data
+            if isinstance(section, dict):
+                names.update(section)
+        return names
+
+    def read(self, leave_out: Iterable[str] = ()) -> Conf:
+        """The files as one validated Conf; raises ConfigError with every problem."""
+        problems: List[Problem] = []
+        data = self._combine(set(leave_out), problems)
+        reader = (_NativeReader if self.native else _AutohealReader)(self.paths[0], data)
+        try:
+            conf = reader.read()
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+        if problems:
+            raise ConfigError(problems)
+        return conf
+
+    def service_of(self, problem: Problem) -> Optional[str]:
+        """The service ``problem`` lies in, by its key path; None for the conf as a whole."""
+        keys = problem.keys
+        if self.native:
+            return keys[1] if len(keys) > 1 and keys[0] == "services" else None
+        return keys[0] if keys else None
+
+    def _combine(self, leave_out: Set[str], problems: List[Problem]) -> MarkedMap:
+        """One document from every file, by the rules in the class doc; its
+        marks are Marks that name their own file."""
+        first_path, first = self.documents[0]
+        combined = MarkedMap(first_path, first.mark)
+        for path, data in self.documents:
+            if not self.native:
+                _merge_entries(combined, data, (), leave_out, problems)
+                continue
+            for key, value in data.items():
+                if key in _SECTIONS:
+                    if not isinstance(value, dict):
+                        problems.append(Problem(f"expected a mapping, got {describe(value)}", data.mark_of(key),
+                                                format_path((key,)), (key,)))
+                        continue
+                    if key not in combined:
+                        _copy_entry(combined, data, key, MarkedMap(path, value.mark))
+                    _merge_entries(combined[key], value, (key,), leave_out if key == "services" else (), problems)
+                elif key not in combined:
+                    _copy_entry(combined, data, key, value)
+                elif key == "version" and value != combined[key]:
+                    problems.append(Problem(f"every file of a conf has the same version: {combined[key]!r} at "
+                                            f"{combined.key_mark_of(key)}", data.mark_of(key), "version", (key,)))
+                elif key != "version" and not (isinstance(key, str) and key.startswith("x-")):
+                    problems.append(Problem(f"may be given in one file only; it is also at {combined.key_mark_of(key)}",
+                                            data.key_mark_of(key), format_path((key,)), (key,)))
+        return combined
+
+
+def _merge_entries(into: MarkedMap, source: MarkedMap, keys: Tuple[Any, ...], leave_out: Iterable[str],
+                   problems: List[Problem]) -> None:
+    """The entries of ``source`` added to ``into``, each name once."""
+    for name, value in source.items():
+        if name in leave_out:
+            continue
+        if name in into:
+            problems.append(Problem(f"defined twice: here and at {into.key_mark_of(name)}", source.key_mark_of(name),
+                                    format_path(keys + (name,)), keys + (name,)))
+            continue
+        _copy_entry(into, source, name, value)
+
+
+def _copy_entry(into: MarkedMap, source: MarkedMap, key: Any, value: Any) -> None:
+    """``into[key] = value``, marked where ``source`` has ``key`` (a Mark naming its file)."""
+    into[key] = value
+    into.key_marks[key] = source.key_mark_of(key)
+    into.value_marks[key] = source.mark_of(key)
+
+
+def _pin_marks(value: Any) -> None:
+    """Make the marks of every mapping in ``value`` Marks that name their file, so
+    that they stay true when merged into a service of another file (defaults:)."""
+    if isinstance(value, MarkedMap):
+        value.key_marks = {key: value.key_mark_of(key) for key in value}
+        value.value_marks = {key: value.mark_of(key) for key in value}
+        for item in value.values():
+            _pin_marks(item)
+    elif isinstance(value, list):
+        for item in value:
+            _pin_marks(item)
+
+
+def _format_name(data: MarkedMap) -> str:
+    return "native (version: 1)" if "version" in data else "an Autoheal conf (no version:)"
 
 
 # --- sudo -u ----------------------------------------------------------------
