@@ -181,24 +181,10 @@ SLEEPER = ("import signal, sys, time\n"
            "while True: time.sleep(0.35)\n")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=100, help="cold-start runs of each command (default 100)")
-    parser.add_argument("--trials", type=int, default=50, help="notice-latency trials (default 50)")
-    parser.add_argument("--probes", type=int, default=500, help="probes waiting at once (default 500)")
-    parser.add_argument("--window", type=float, default=10.0, help="seconds of waiting measured (default 10)")
-    options = parser.parse_args()
-
-    # What a wheel install does: the modules byte-compiled ahead of time.
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(PACKAGE)], check=True)
-    probe, shown = probe_command()
-    print(f"unitgen-probe benchmark: Python {sys.version.split()[0]} ({sys.executable}), "
-          f"{os.cpu_count()} CPUs")
-    print(f"probe: {shown}")
-
-    cold = cold_start(options.runs, probe)
+def report_cold_start(runs, probe):
+    cold = cold_start(runs, probe)
     (bare_t, bare_rss), (probe_t, probe_rss) = cold["bare"], cold["probe"]
-    print(f"\n1. cold start, median of {options.runs} alternating runs")
+    print(f"\n1. cold start, median of {runs} alternating runs")
     print(f"   {'python -c pass':<38} {bare_t * 1000:7.1f} ms   peak RSS {bare_rss / 1024:6.1f} MiB")
     print(f"   {'unitgen-probe tcp 127.0.0.1:P --once':<38} {probe_t * 1000:7.1f} ms   "
           f"peak RSS {probe_rss / 1024:6.1f} MiB")
@@ -206,26 +192,53 @@ def main():
           f"         {probe_rss / bare_rss:6.3f}")
     print(f"   modules beyond a bare interpreter: {' '.join(extra_modules()) or '(none)'}")
 
-    latencies = notice_latency(options.trials, probe)
+
+def report_notice_latency(trials, probe):
+    latencies = notice_latency(trials, probe)
     print(f"\n2. notice latency after the port opens, {len(latencies)} trials")
     print(f"   p50 {statistics.median(latencies):.3f} s   "
           f"p95 {latencies[max(0, round(0.95 * len(latencies)) - 1)]:.3f} s   "
           f"max {latencies[-1]:.3f} s   (target: p95 <= 0.5 s)")
 
+
+def report_waiting(count, window, probe):
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))  # bound, not listening: refused, so every probe keeps trying
     try:
-        many = waiting(probe + ["tcp", f"127.0.0.1:{sock.getsockname()[1]}"], options.probes, options.window)
+        many = waiting(probe + ["tcp", f"127.0.0.1:{sock.getsockname()[1]}"], count, window)
     finally:
         sock.close()
-    floor = waiting([sys.executable, "-c", SLEEPER], options.probes, options.window)
-    print(f"\n3. {options.probes} processes waiting at once, {options.window:g} s measured")
+    floor = waiting([sys.executable, "-c", SLEEPER], count, window)
+    print(f"\n3. {count} processes waiting at once, {window:g} s measured")
     for name, figures in (("probes waiting for a refused port", many), ("Python sleeping 0.35 s in a loop", floor)):
         print(f"   {name:<34} CPU {figures['cpu_per_second']:.3f} s/s "
-              f"({figures['cpu_per_second'] / options.probes * 1000:.2f} ms/s each)   "
+              f"({figures['cpu_per_second'] / count * 1000:.2f} ms/s each)   "
               f"RSS {figures['rss_kib'] / 1024:.0f} MiB, PSS {figures['pss_kib'] / 1024:.0f} MiB "
-              f"({figures['pss_kib'] / options.probes / 1024:.2f} MiB each)")
-    print(f"   probes that SIGTERM stopped with status 143: {many['stopped_by_sigterm']} of {options.probes}")
+              f"({figures['pss_kib'] / count / 1024:.2f} MiB each)")
+    print(f"   probes that SIGTERM stopped with status 143: {many['stopped_by_sigterm']} of {count}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=100, help="cold-start runs of each command (default 100)")
+    parser.add_argument("--trials", type=int, default=50, help="notice-latency trials (default 50)")
+    parser.add_argument("--probes", type=int, default=500, help="probes waiting at once (default 500)")
+    parser.add_argument("--window", type=float, default=10.0, help="seconds of waiting measured (default 10)")
+    parser.add_argument("--parts", default="123", help="which measurements to make (default 123)")
+    options = parser.parse_args()
+
+    # What a wheel install does: the modules byte-compiled ahead of time.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(PACKAGE)], check=True)
+    probe, shown = probe_command()
+    print(f"unitgen-probe benchmark: Python {sys.version.split()[0]} ({sys.executable}), "
+          f"{os.cpu_count()} CPUs")
+    print(f"probe: {shown}; load average before: {os.getloadavg()[0]:.2f}")
+    if "1" in options.parts:
+        report_cold_start(options.runs, probe)
+    if "2" in options.parts:
+        report_notice_latency(options.trials, probe)
+    if "3" in options.parts:
+        report_waiting(options.probes, options.window, probe)
     return 0
 
 

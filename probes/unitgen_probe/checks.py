@@ -1,4 +1,5 @@
-"""`check`: one attempt at one target, and its `Result`.
+"""`check`: one attempt at one target, and its `Result`; the frame the
+checks of each kind work in: a `Budget` of time, and `Failed` with a reason.
 
 The code of each kind is imported on first use, so that a probe that waits
 for a TCP port never loads http.client, ssl or subprocess.
@@ -6,34 +7,42 @@ for a TCP port never loads http.client, ssl or subprocess.
 
 from time import monotonic
 
-from .attempt import Budget, Failed
-from .targets import DEFAULT_TIMEOUT, printable, redact
+from .targets import DEFAULT_TIMEOUT, Frozen, printable, redact
 
 
-class Result:
+class Failed(Exception):
+    """A check failed; the message is the reason, in words for an operator."""
+
+
+class Budget:
+    """The time one attempt may take: *seconds* from now, on the monotonic clock."""
+
+    __slots__ = ("seconds", "deadline")
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+        self.deadline = monotonic() + seconds
+
+    def left(self):
+        """Seconds left, never negative."""
+        return max(0.0, self.deadline - monotonic())
+
+    def timed_out(self, during="", why=""):
+        """The `Failed` for running out of time, e.g. "timed out after 2 s (host down)"."""
+        during = f" {during}" if during else ""
+        why = f" ({why})" if why else ""
+        return Failed(f"timed out after {self.seconds:g} s{during}{why}")
+
+
+class Result(Frozen):
     """The outcome of one attempt: ``ok``, ``reason`` (operator's words,
     never containing URL credentials) and ``latency`` (seconds the attempt
     took, monotonic clock). Immutable; compares equal field by field."""
 
-    __slots__ = ("ok", "reason", "latency")
+    _FIELDS = __slots__ = ("ok", "reason", "latency")
 
     def __init__(self, ok, reason, latency):
-        for slot, value in (("ok", bool(ok)), ("reason", reason), ("latency", latency)):
-            object.__setattr__(self, slot, value)
-
-    def __setattr__(self, attr, value):
-        raise AttributeError("Result is immutable")
-
-    def __delattr__(self, attr):
-        raise AttributeError("Result is immutable")
-
-    def __eq__(self, other):
-        if not isinstance(other, Result):
-            return NotImplemented
-        return (self.ok, self.reason, self.latency) == (other.ok, other.reason, other.latency)
-
-    def __hash__(self):
-        return hash((self.ok, self.reason, self.latency))
+        self._freeze(ok=bool(ok), reason=reason, latency=latency)
 
     def __repr__(self):
         return f"Result(ok={self.ok!r}, reason={self.reason!r}, latency={self.latency!r})"

@@ -37,7 +37,36 @@ class UsageError(ValueError):
         super().__init__(redact(message))
 
 
-class Target:
+class Frozen:
+    """Base of the API's value objects: fields set once, by `_freeze`, then
+    read-only; equal and hashed by the fields named in ``_FIELDS``."""
+
+    __slots__ = ()
+    _FIELDS = ()
+
+    def _freeze(self, **values):
+        for attr, value in values.items():
+            object.__setattr__(self, attr, value)
+
+    def __setattr__(self, attr, value):
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __delattr__(self, attr):
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def _key(self):
+        return tuple(getattr(self, attr) for attr in self._FIELDS)
+
+    def __eq__(self, other):
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+
+class Target(Frozen):
     """One dependency to wait for: a kind, a spec and per-target options.
 
     ``Target(kind, spec, name=None, status=None, body=None, ca_file=None,
@@ -59,8 +88,8 @@ class Target:
     The constructor raises `UsageError` for anything malformed.
     """
 
-    __slots__ = ("kind", "spec", "name", "status", "body", "ca_file",
-                 "insecure", "timeout", "_address")
+    _FIELDS = ("kind", "spec", "name", "status", "body", "ca_file", "insecure", "timeout")
+    __slots__ = _FIELDS + ("_address",)
 
     def __init__(self, kind, spec, name=None, status=None, body=None,
                  ca_file=None, insecure=False, timeout=None):
@@ -79,37 +108,17 @@ class Target:
             _refuse_options(kind, given, _HTTPS_ONLY, "https URLs")
         if ca_file is not None and insecure:
             raise UsageError("--ca-file and --insecure exclude each other")
-        values = {
-            "kind": kind,
-            "spec": spec,
-            "name": _label(name),
-            "status": None if status is None else _statuses(status),
-            "body": None if body is None else _regex(body),
-            "ca_file": None if ca_file is None else _path(ca_file, "--ca-file"),
-            "insecure": bool(insecure),
-            "timeout": None if timeout is None else seconds(timeout, "--timeout", allow_zero=False),
-            "_address": address,
-        }
-        for slot, value in values.items():
-            object.__setattr__(self, slot, value)
-
-    def __setattr__(self, attr, value):
-        raise AttributeError("Target is immutable")
-
-    def __delattr__(self, attr):
-        raise AttributeError("Target is immutable")
-
-    def _fields(self):
-        return (self.kind, self.spec, self.name, self.status, self.body,
-                self.ca_file, self.insecure, self.timeout)
-
-    def __eq__(self, other):
-        if not isinstance(other, Target):
-            return NotImplemented
-        return self._fields() == other._fields()
-
-    def __hash__(self):
-        return hash(self._fields())
+        self._freeze(
+            kind=kind,
+            spec=spec,
+            name=_label(name),
+            status=None if status is None else _statuses(status),
+            body=None if body is None else _regex(body),
+            ca_file=None if ca_file is None else _path(ca_file, "--ca-file"),
+            insecure=bool(insecure),
+            timeout=None if timeout is None else seconds(timeout, "--timeout", allow_zero=False),
+            _address=address,
+        )
 
     def __repr__(self):
         # The spec is redacted: a repr ends up in logs and tracebacks.
