@@ -58,10 +58,26 @@ def parse_argv(argv):
     Raises `UsageError` with a one-line message for anything malformed,
     including a target whose spec is invalid.
     """
-    inv = Invocation()
-    globals_ = {}
-    pending = []  # [kind, spec, {option: value}] per target, in order
-    words = list(argv)
+    flags, globals_, pending = _read(list(argv))
+    inv = Invocation(**flags)
+    if inv.help or inv.version:
+        return inv
+    if not pending:
+        raise UsageError("no target given")
+    if inv.quiet and inv.verbose:
+        raise UsageError("-q and -v exclude each other")
+    inv.deadline = seconds(globals_.get("--deadline", 0), "--deadline", allow_zero=True)
+    inv.timeout = seconds(globals_.get("--timeout", DEFAULT_TIMEOUT), "--timeout", allow_zero=False)
+    inv.targets = tuple(
+        Target(kind, spec, **{opt[2:].replace("-", "_"): value for opt, value in options.items()})
+        for kind, spec, options in pending)
+    return inv
+
+
+def _read(words):
+    """Sort the words into flags, global option values, and the targets:
+    ({flag: True}, {option: value}, [(kind, spec, {option: value}), ...])."""
+    flags, globals_, pending = {}, {}, []
     i = 0
     while i < len(words):
         word = words[i]
@@ -87,29 +103,17 @@ def parse_argv(argv):
             value = words[i]
             i += 1
         if option in _FLAGS:
-            setattr(inv, _FLAGS[option], True)
-            continue
-        if option in _GLOBAL_VALUE or (option == "--timeout" and not pending):
+            flags[_FLAGS[option]] = True
+        elif option in _GLOBAL_VALUE or (option == "--timeout" and not pending):
             if pending:
                 raise UsageError(f"{option} is a global option: put it before the first target")
             _set_once(globals_, option, value, "the command line")
-            continue
-        if not pending:
+        elif not pending:
             raise UsageError(f"{option} must follow the target it applies to")
-        kind, spec, options = pending[-1]
-        _set_once(options, option, value if takes_value else True, f"{kind} {spec}")
-    if inv.help or inv.version:
-        return inv
-    if not pending:
-        raise UsageError("no target given")
-    if inv.quiet and inv.verbose:
-        raise UsageError("-q and -v exclude each other")
-    inv.deadline = seconds(globals_.get("--deadline", 0), "--deadline", allow_zero=True)
-    inv.timeout = seconds(globals_.get("--timeout", DEFAULT_TIMEOUT), "--timeout", allow_zero=False)
-    inv.targets = tuple(
-        Target(kind, spec, **{opt[2:].replace("-", "_"): value for opt, value in options.items()})
-        for kind, spec, options in pending)
-    return inv
+        else:
+            kind, spec, options = pending[-1]
+            _set_once(options, option, value if takes_value else True, f"{kind} {spec}")
+    return flags, globals_, pending
 
 
 def _set_once(options, option, value, where):

@@ -11,6 +11,8 @@ the time in ``systemctl status`` stay current), and once more at the end.
 
 import sys
 
+from .wait import ready
+
 REMINDER = 30.0
 STATUS_REFRESH = 5.0
 
@@ -44,7 +46,7 @@ class Reporter:
         if self._inv.verbose:
             word = "ok" if result.ok else "failed"
             self._log(f"attempt {attempt} of {display}: {word}: {result.reason} ({_ms(result.latency)})", now)
-        if not changed or self._finishing():
+        if not changed or ready(self._probes, self._inv.any):
             return  # finish() has the last word
         if self._narrate:
             took = duration(now - self._start)
@@ -133,11 +135,6 @@ class Reporter:
         return f"{word:<4} {latency:>10}  {probe.target.display}: {reason}\n"
 
     # --- plumbing ----------------------------------------------------------
-
-    def _finishing(self):
-        """Whether the targets that passed already end the wait."""
-        passed = [p.passed for p in self._probes]
-        return any(passed) if self._inv.any else all(passed)
 
     def _log(self, line, now):
         self._err.write(line + "\n")

@@ -180,7 +180,7 @@ def _parse_tcp(spec):
         raise UsageError(f"tcp {spec}: expected HOST:PORT (the port is missing)")
     if ":" in host:
         raise UsageError(f"tcp {spec}: put an IPv6 address in brackets, e.g. [::1]:5432")
-    return hostname(host, "tcp " + spec), _port(port, spec)
+    return _hostname(host, "tcp " + spec), _port(port, spec)
 
 
 def parse_url(spec):
@@ -210,22 +210,20 @@ def parse_url(spec):
     if "[" in url.netloc:
         _ipv6(host, where)
     else:
-        hostname(host, where)
+        _hostname(host, where)
     return url
 
 
 def _parse_unix(spec):
     """A socket path, or ``@name`` (abstract namespace) -> str or bytes."""
-    address = b"\0" + spec[1:].encode() if spec.startswith("@") else spec
-    size = len(address) if isinstance(address, bytes) else len(spec.encode())
-    if size > _UNIX_PATH_MAX:
+    if len(spec.encode()) > _UNIX_PATH_MAX:
         raise UsageError(f"unix {spec}: longer than {_UNIX_PATH_MAX} bytes, "
                          "the limit of a unix socket address")
-    return address
+    return b"\0" + spec[1:].encode() if spec.startswith("@") else spec
 
 
 def _parse_dns(spec):
-    return hostname(spec, "dns " + spec)
+    return _hostname(spec, "dns " + spec)
 
 
 def _parse_exec(spec):
@@ -238,7 +236,7 @@ _PARSERS = {"tcp": _parse_tcp, "http": parse_url, "unix": _parse_unix,
             "dns": _parse_dns, "exec": _parse_exec}
 
 
-def hostname(text, where):
+def _hostname(text, where):
     """Validate a host name or IPv4 address (letters, digits, ``-``, ``_``, dots)."""
     name = text[:-1] if text.endswith(".") else text
     labels = name.split(".")

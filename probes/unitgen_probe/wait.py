@@ -125,8 +125,8 @@ class Waiter:
                 reporter.attempted(*event, now)
             if inv.once:  # every target gets its one result line
                 if all(p.attempts for p in self._probes):
-                    return self._finish(self._ready(), now)
-            elif self._ready():
+                    return self._finish(ready(self._probes, inv.any), now)
+            elif ready(self._probes, inv.any):
                 return self._finish(True, now)
             wake = reporter.tick(now)
             if self._deadline is not None:
@@ -136,10 +136,6 @@ class Waiter:
                     return self._finish(False, now)
                 wake = min(wake, give_up_at)
             self._sleep(read_fd, wake - time.monotonic())
-
-    def _ready(self):
-        passed = [p.passed for p in self._probes]
-        return any(passed) if self._inv.any else all(passed)
 
     def _follow(self, probe):
         """A target's thread: check, and check again after a gap, until the
@@ -182,6 +178,12 @@ class Waiter:
     def _finish(self, ready, now):
         self._reporter.finish(ready, now)
         return ready
+
+
+def ready(probes, any_):
+    """Whether the targets that passed end the wait: all of them, or any one."""
+    passed = [p.passed for p in probes]
+    return any(passed) if any_ else all(passed)
 
 
 def _gap(failures):
