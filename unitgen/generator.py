@@ -1,0 +1,340 @@
+"""unitgen as a systemd generator: the units always match /etc/unitgen.
+
+systemd runs every generator early at boot and again at each daemon-reload,
+before it loads any unit (systemd.generator(7)):
+
+    unitgen-generator NORMAL_DIR [EARLY_DIR LATE_DIR]
+
+It reads /etc/unitgen/conf.yaml and /etc/unitgen/conf.d/*.yaml as one conf
+(config.ConfFiles; UNITGEN_CONF_DIR replaces /etc/unitgen), renders this
+host's units with the Renderer ``unitgen render`` uses, adding SourcePath=
+(the file that defines the service), and writes them into NORMAL_DIR with
+the links ``systemctl enable`` would make from their [Install] section
+(generated units cannot be enabled). NORMAL_DIR ranks below
+/etc/systemd/system, so drop-ins and overrides there still apply.
+
+A bad conf costs neither the boot nor every service:
+* a problem inside one service (a bad value, a dependency on an unknown
+  service, a dependency cycle, a name defined in two files) leaves out that
+  service and, round after round, every service that depends on it;
+* a problem outside any one service (a file that cannot be parsed, version:,
+  defaults:, hosts:, this host missing from hosts:) leaves out the whole
+  conf, since no service's settings are then known for sure.
+Every problem is logged with its FILE:LINE:COL, after one line that says what
+was left out (the first lines of a burst survive the kernel's rate limit).
+Exit status: 0 when every service was generated (warnings may be logged),
+1 when anything was left out, 2 for wrong arguments.
+
+Messages go to /dev/kmsg, which the journal takes in at boot (syslog and the
+journal are out of a generator's reach); to stderr when that is a terminal
+(run by hand) or when /dev/kmsg cannot be opened. Nothing here blocks: no
+lock, no network (this host is found by its hostname as is, with no DNS
+lookup), and nothing is written outside the output directory.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Set, TextIO, Tuple
+
+from .errors import ConfigError, Mark, Problem, UnitgenError, UsageError
+
+if TYPE_CHECKING:
+    from .config import ConfFiles
+    from .graph import UnitPlan
+    from .model import Conf
+
+CONF_DIR = "/etc/unitgen"
+KMSG = "/dev/kmsg"
+IDENTIFIER = "unitgen-generator"
+LINK = "etc/systemd/system-generators/unitgen"  # below the root; systemd runs what it points to
+_KMSG_LINE_MAX = 900  # bytes: the kernel refuses a longer record
+_ERROR, _WARNING = 3, 4  # syslog priorities
+# [Install] settings that ``systemctl enable`` turns into links in TARGET<suffix>/.
+_DEPENDENCY_DIRS = {"WantedBy": ".wants", "RequiredBy": ".requires", "UpheldBy": ".upholds"}
+
+
+def main(argv: Optional[Sequence[str]] = None, log: Optional[Log] = None) -> int:
+    """The console script: ``unitgen-generator NORMAL_DIR [EARLY_DIR LATE_DIR]``."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    log = log or Log()
+    try:
+        if len(args) not in (1, 3):
+            log.error("usage: unitgen-generator NORMAL_DIR [EARLY_DIR LATE_DIR]")
+            return 2
+        return 0 if generate(args[0], os.environ.get("UNITGEN_CONF_DIR", CONF_DIR), log) else 1
+    except Exception:  # a generator reports its failure, whatever it is, and lets the boot go on
+        import traceback
+
+        log.error("internal error; units may be missing:")
+        for line in traceback.format_exc().splitlines():
+            log.error(line)
+        return 1
+    finally:
+        log.close()
+
+
+def generate(out_dir: str, conf_dir: str, log: Log) -> bool:
+    """Write this host's units from the conf in ``conf_dir`` into ``out_dir``.
+
+    True when every service was generated; False when a problem (logged)
+    left out services, or the whole conf.
+    """
+    conf_dir = os.path.abspath(conf_dir)
+    paths = conf_files(conf_dir)
+    if not paths:
+        return True
+    outcome = read(paths)
+    if outcome.plans:
+        _render_and_write(out_dir, outcome)
+    if outcome.problems:
+        _report(log, conf_dir, outcome)
+    for warning in outcome.warnings:
+        log.warning(str(warning))
+    return not outcome.problems
+
+
+def conf_files(conf_dir: str) -> List[str]:
+    """conf.yaml, then conf.d/*.yaml in name order (hidden files skipped), those that exist."""
+    paths = [os.path.join(conf_dir, "conf.yaml")] if os.path.exists(os.path.join(conf_dir, "conf.yaml")) else []
+    drop_ins = os.path.join(conf_dir, "conf.d")
+    try:
+        names = sorted(n for n in os.listdir(drop_ins) if n.endswith(".yaml") and not n.startswith("."))
+    except (FileNotFoundError, NotADirectoryError):
+        names = []
+    return paths + [os.path.join(drop_ins, n) for n in names]
+
+
+@dataclass
+class Outcome:
+    """What a conf gives this host: unit plans, and what was left out and why."""
+
+    plans: List[UnitPlan] = field(default_factory=list)
+    problems: List[Problem] = field(default_factory=list)
+    left_out: Optional[Set[str]] = None  # services left out; None: the whole conf
+    warnings: List[Problem] = field(default_factory=list)
+
+
+def read(paths: Sequence[str]) -> Outcome:
+    """This host's unit plans from the conf files, leaving out broken services
+    (and those depending on them), or the whole conf (see the module doc)."""
+    from . import config, graph
+
+    try:
+        files = config.ConfFiles(paths)
+    except ConfigError as exc:
+        return Outcome(problems=exc.problems)
+    problems: List[Problem] = []
+    left_out: Set[str] = set()
+    while True:
+        conf = None
+        try:
+            conf = files.read(left_out)
+            return Outcome(graph.plan(conf, this_host(conf)), problems, left_out, conf.warnings)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            culprits = _culprits(exc.problems, files, conf)
+        except UsageError as exc:  # this host is not in hosts:
+            problems.append(Problem(str(exc)))
+            culprits = None
+        if culprits is None or culprits <= left_out:
+            return Outcome(problems=problems)
+        left_out |= culprits
+        if left_out >= files.service_names:
+            return Outcome([], problems, left_out)
+
+
+def this_host(conf: Conf) -> Optional[str]:
+    """This machine in the conf's hosts:, by its hostname or the hostname's first
+    label, as ``unitgen render`` finds it, but without its DNS lookup: a
+    generator runs before the network is up and must not wait for it."""
+    if not conf.multi_host:
+        return None
+    name = socket.gethostname()
+    for candidate in (name, name.split(".")[0]):
+        if candidate in conf.hosts:
+            return candidate
+    raise UsageError(f"this machine ({name}) is not in the conf's hosts: ({', '.join(sorted(conf.hosts))})")
+
+
+def _culprits(problems: Sequence[Problem], files: ConfFiles, conf: Optional[Conf]) -> Optional[Set[str]]:
+    """The services the problems lie in; None when one lies outside every service.
+
+    A problem of the reader names its service by its key path; one of the
+    graph (a cycle, a dependency nothing can check) by the mark of a service
+    or of one of its dependencies (a dependency from defaults: is in several).
+    """
+    at: Dict[Optional[Mark], Set[str]] = {}
+    for service in conf.services.values() if conf else ():
+        for mark in [service.mark, *(dep.mark for dep in service.deps)]:
+            at.setdefault(mark, set()).add(service.name)
+    culprits: Set[str] = set()
+    for problem in problems:
+        name = files.service_of(problem)
+        found = {name} if name is not None else at.get(problem.mark) if problem.mark else None
+        if not found:
+            return None
+        culprits |= found
+    return culprits
+
+
+def _render_and_write(out_dir: str, outcome: Outcome) -> None:
+    """Render every plan, SourcePath= its file, and write it with its links.
+    A unit that cannot be written is a problem; it does not stop the others."""
+    from .render import Renderer
+
+    try:
+        renderer = Renderer()
+    except UnitgenError as exc:  # unitgen-probe is not installed: no unit could start
+        outcome.problems.append(Problem(str(exc)))
+        outcome.left_out = None
+        return
+    for plan in outcome.plans:
+        source = plan.service.mark.file
+        links, bad_names = install_links(plan)
+        outcome.warnings += bad_names
+        try:
+            write_unit(out_dir, plan.unit, renderer.unit(plan, source, source), links)
+        except OSError as exc:
+            outcome.problems.append(Problem(f"{plan.unit}: cannot write {exc.filename}: {exc.strerror}"
+                                            + (" (another generator wrote it?)" if isinstance(exc, FileExistsError)
+                                               else "")))
+            outcome.left_out.add(plan.service.name)
+
+
+def install_links(plan: UnitPlan) -> Tuple[List[str], List[Problem]]:
+    """The links ``systemctl enable`` makes from a unit's [Install] section, as
+    paths below the output directory (TARGET.wants/UNIT, ..., ALIAS), and a
+    warning for each name in the conf's raw Install settings that is no unit's."""
+    from . import systemd
+
+    service = plan.service
+    links = [f"{target}.wants/{plan.unit}" for target in service.wanted_by]
+    warnings = []
+    for key, text in dict(service.raw).get("Install", ()):
+        if key not in _DEPENDENCY_DIRS and key != "Alias":
+            continue
+        for name in text.split():
+            try:
+                systemd.check_unit_reference(name)
+            except systemd.Unexpressible as exc:
+                warnings.append(Problem(f"{plan.unit}: [Install] {key}=: {exc}; no link made", service.mark))
+                continue
+            links.append(f"{name}{_DEPENDENCY_DIRS[key]}/{plan.unit}" if key in _DEPENDENCY_DIRS else name)
+    return list(dict.fromkeys(links)), warnings
+
+
+def write_unit(out_dir: str, unit: str, text: str, links: Sequence[str]) -> None:
+    """Create ``out_dir/unit`` and its links (relative, as systemd's own generators
+    make them). Nothing that exists is replaced: systemd hands every generator
+    the same fresh directories, so an existing file is another generator's."""
+    path = os.path.join(out_dir, unit)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with open(fd, "wb") as f:
+        f.write(text.encode("utf-8"))
+    for link in links:  # TARGET.wants/UNIT, or an alias beside the unit
+        where = os.path.join(out_dir, link)
+        directory = os.path.dirname(where)
+        if directory != out_dir:
+            try:
+                os.mkdir(directory, 0o755)
+            except FileExistsError:
+                pass
+        os.symlink(os.path.relpath(path, directory), where)
+
+
+def _report(log: Log, conf_dir: str, outcome: Outcome) -> None:
+    """What was left out in one line, then every problem (FILE:LINE:COL first)."""
+    count = f"{len(outcome.problems)} problem{'s' if len(outcome.problems) != 1 else ''}"
+    left_out = "everything" if outcome.left_out is None else ", ".join(sorted(outcome.left_out))
+    log.error(f"{conf_dir}: {count}; left out: {left_out}")
+    for problem in outcome.problems:
+        log.error(str(problem))
+
+
+class Log:
+    """A generator's log: /dev/kmsg, else stderr (see the module doc)."""
+
+    def __init__(self, kmsg: str = KMSG, stream: Optional[TextIO] = None):
+        self.stream = stream or sys.stderr
+        self.fd = -1
+        if not self.stream.isatty():
+            try:
+                self.fd = os.open(kmsg, os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC | os.O_NONBLOCK)
+            except OSError:
+                pass
+
+    def error(self, message: str) -> None:
+        self.write(_ERROR, message)
+
+    def warning(self, message: str) -> None:
+        self.write(_WARNING, message)
+
+    def write(self, priority: int, message: str) -> None:
+        """One kmsg record (``<PRIORITY>unitgen-generator[PID]: message``) per line."""
+        level = "warning: " if priority == _WARNING else ""
+        for line in message.splitlines():
+            if self.fd >= 0:
+                record = f"<{priority}>{IDENTIFIER}[{os.getpid()}]: {level}{line}".encode("utf-8", "replace")
+                record = record[:_KMSG_LINE_MAX].decode("utf-8", "ignore").encode("utf-8") + b"\n"
+                try:
+                    os.write(self.fd, record)
+                    continue
+                except OSError:
+                    pass
+            print(f"{IDENTIFIER}: {level}{line}", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+        self.fd = -1
+
+
+# -- installation: unitgen install-generator ---------------------------------------
+
+def program() -> str:
+    """The installed unitgen-generator: beside unitgen-probe, which the same
+    package installs into the same scripts directory."""
+    from . import paths
+
+    path = os.path.join(os.path.dirname(paths._installed_probe()), IDENTIFIER)
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        raise UnitgenError(f"{path} is not installed (reinstall unitgen with pip)")
+    return path
+
+
+def install(root: str = "/") -> Tuple[str, str]:
+    """Link ROOT/etc/systemd/system-generators/unitgen to unitgen-generator;
+    returns (link, target). A link of unitgen's to another target (an older
+    install) is replaced; anything else there is the operator's and refused."""
+    link, target = os.path.join(root, LINK), program()
+    if _ours(link) and os.readlink(link) == target:
+        return link, target
+    if os.path.lexists(link) and not _ours(link):
+        raise UnitgenError(f"{link} exists and is not unitgen's link (a mask, or another program); remove it first")
+    os.makedirs(os.path.dirname(link), mode=0o755, exist_ok=True)
+    temp = f"{link}.unitgen-new"
+    if os.path.lexists(temp):
+        os.unlink(temp)
+    os.symlink(target, temp)
+    os.replace(temp, link)
+    return link, target
+
+
+def uninstall(root: str = "/") -> Optional[str]:
+    """Remove unitgen's link; returns it, or None when there was none."""
+    link = os.path.join(root, LINK)
+    if not os.path.lexists(link):
+        return None
+    if not _ours(link):
+        raise UnitgenError(f"{link} is not unitgen's link (a mask, or another program); left alone")
+    os.unlink(link)
+    return link
+
+
+def _ours(link: str) -> bool:
+    """Whether ``link`` is a symlink to a unitgen-generator (a mask to /dev/null is not)."""
+    return os.path.islink(link) and os.path.basename(os.readlink(link)) == IDENTIFIER
