@@ -242,12 +242,18 @@ def power_cycle(fleet: bed.Fleet, rng: random.Random, order: Optional[Sequence[s
     """
     fleet.power_cut_all()
     if order is None:
-        order = list(fleet.hosts)
-        rng.shuffle(order)
+        order = random_order(fleet, rng)
     gaps = [0.0] + [rng.uniform(*delays) for _ in order[1:]]
     restored = time.time()
     fleet.boot_all(order, gaps, wait=False)
     return restored
+
+
+def random_order(fleet: bed.Fleet, rng: random.Random) -> List[str]:
+    """The fleet's host names, shuffled."""
+    order = list(fleet.hosts)
+    rng.shuffle(order)
+    return order
 
 
 # -- watching -----------------------------------------------------------------

@@ -142,6 +142,7 @@ def test_a_long_outage_never_ends_in_start_limit_hit(installed):
     fleet = installed({"probe": {"deadline": "500ms"}, "restart_sec": "200ms"})
     fleet.power_cut_all()
     h1, h2 = fleet["h1"], fleet["h2"]
+    outage_started = time.time()
     h2.boot(wait=False)                             # api waits for db, on h1: off
     h2.wait_active("cache.service")
     seen = set()
@@ -150,7 +151,6 @@ def test_a_long_outage_never_ends_in_start_limit_hit(installed):
         state = drill.unit_states(fleet, TOPOLOGY, ("ActiveState", "Result", "NRestarts"))["api"]
         seen.add((state["ActiveState"], state["Result"]))
         return int(state["NRestarts"]) >= 2 * DEFAULT_START_LIMIT_BURST or state["ActiveState"] == "failed"
-    outage_started = time.time()
     bed._wait_until(restarted_enough, drill.RECOVERY_TIMEOUT, "api to be restarted 10 times", interval=0.1)
     print(f"\napi restarted 10 times in {time.time() - outage_started:.1f} s; states seen: {sorted(seen)}")
     assert not {state for state in seen if state[0] == "failed" or state[1] == "start-limit-hit"}

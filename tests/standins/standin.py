@@ -21,13 +21,14 @@ real service loads before it serves.
 Every event the drill checks is a JSON line appended to
 /var/log/standins/NAME.log on the host's disk, written with O_APPEND and
 fsync'd: ``time`` (time.time(): every host shares the machine's clock),
-``host``, ``boot`` (the start time of the host's PID 1 in clock ticks: a
-bed host shares the machine's kernel, so the kernel's boot_id does not
-change when the host reboots), ``invocation`` (systemd's INVOCATION_ID, one
-per start of the unit), ``pid``, ``service``, ``event`` and details. Events:
-"exec started", "dependency reachable at start" / "dependency unreachable
-at start" (``dependency``, ``reason``), "exiting: dependency missing",
-"serving" (``healthy``).
+``host``, ``boot`` (when the host's PID 1 started, in clock ticks: a bed
+host shares the machine's kernel, so the kernel's boot_id does not change
+when the host reboots), ``invocation`` (systemd's INVOCATION_ID, one per
+start of the unit), ``pid``, ``service``, ``event`` and details. Events:
+"exec started" (``process_started``: when systemd forked the process),
+"dependency reachable at start" / "dependency unreachable at start"
+(``dependency``, ``reason``), "exiting: dependency missing", "serving"
+(``healthy``).
 """
 
 import json
@@ -66,9 +67,20 @@ class Log:
 
 
 def _boot_of_host():
-    """The start time of PID 1 (field 22 of /proc/1/stat): new at every boot of the host."""
-    with open("/proc/1/stat") as stat:
-        return stat.read().rsplit(")", 1)[1].split()[19]
+    """When the host's PID 1 started, in clock ticks: new at every boot of the host."""
+    return str(_start_ticks("1"))
+
+
+def _start_ticks(pid):
+    """Field 22 of /proc/PID/stat: when the process started, in ticks of CLOCK_BOOTTIME."""
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[19])
+
+
+def process_started():
+    """time.time() at which this process was forked (by systemd), to the clock tick."""
+    age = time.clock_gettime(time.CLOCK_BOOTTIME) - _start_ticks("self") / os.sysconf("SC_CLK_TCK")
+    return time.time() - age
 
 
 def parse_args(argv):
@@ -184,7 +196,7 @@ def daemonise(pid_file, start_serving):
 def main(argv):
     options = parse_args(argv)
     log = Log(options["name"])
-    log.event("exec started", argv=argv)
+    log.event("exec started", process_started=process_started(), argv=argv)
     missing = check_dependencies(log, options["deps"])
     if missing and options["on_missing"] == "exit":
         log.event("exiting: dependency missing", missing=missing)
