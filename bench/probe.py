@@ -36,11 +36,16 @@ PACKAGE = ROOT / "probes" / "unitgen_probe"
 
 
 def probe_command():
-    """The installed console script if it runs this interpreter, else -m."""
+    """(command, shown, interpreter): the installed console script when it
+    runs this interpreter (the bare runs then use the very interpreter its
+    #! line names), else ``python -m unitgen_probe``."""
     script = Path(sysconfig.get_path("scripts")) / "unitgen-probe"
-    if script.exists() and script.read_text().startswith(f"#!{sys.executable}"):
-        return [str(script)], str(script)
-    return [sys.executable, "-m", "unitgen_probe"], f"{sys.executable} -m unitgen_probe (not installed)"
+    if script.exists():
+        interpreter = script.read_text().splitlines()[0][2:].strip()
+        if os.path.realpath(interpreter) == os.path.realpath(sys.executable):
+            return [str(script)], str(script), interpreter
+    return ([sys.executable, "-m", "unitgen_probe"], f"{sys.executable} -m unitgen_probe (not installed)",
+            sys.executable)
 
 
 def listener():
@@ -71,11 +76,11 @@ def run(command):
     return took, usage.ru_maxrss
 
 
-def cold_start(runs, probe):
+def cold_start(runs, probe, interpreter):
     server = listener()
     try:
         port = server.getsockname()[1]
-        bare = [sys.executable, "-c", "pass"]
+        bare = [interpreter, "-c", "pass"]
         probed = probe + ["tcp", f"127.0.0.1:{port}", "--once"]
         for command in (bare, probed):  # warm the page cache
             run(command)
@@ -181,11 +186,12 @@ SLEEPER = ("import signal, sys, time\n"
            "while True: time.sleep(0.35)\n")
 
 
-def report_cold_start(runs, probe):
-    cold = cold_start(runs, probe)
+def report_cold_start(runs, probe, interpreter):
+    cold = cold_start(runs, probe, interpreter)
     (bare_t, bare_rss), (probe_t, probe_rss) = cold["bare"], cold["probe"]
     print(f"\n1. cold start, median of {runs} alternating runs")
-    print(f"   {'python -c pass':<38} {bare_t * 1000:7.1f} ms   peak RSS {bare_rss / 1024:6.1f} MiB")
+    print(f"   {'python -c pass (' + os.path.basename(interpreter) + ')':<38} {bare_t * 1000:7.1f} ms   "
+          f"peak RSS {bare_rss / 1024:6.1f} MiB")
     print(f"   {'unitgen-probe tcp 127.0.0.1:P --once':<38} {probe_t * 1000:7.1f} ms   "
           f"peak RSS {probe_rss / 1024:6.1f} MiB")
     print(f"   {'ratio (targets: 1.15, 1.2)':<38} {probe_t / bare_t:7.3f}      "
@@ -229,12 +235,12 @@ def main():
 
     # What a wheel install does: the modules byte-compiled ahead of time.
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(PACKAGE)], check=True)
-    probe, shown = probe_command()
+    probe, shown, interpreter = probe_command()
     print(f"unitgen-probe benchmark: Python {sys.version.split()[0]} ({sys.executable}), "
           f"{os.cpu_count()} CPUs")
     print(f"probe: {shown}; load average before: {os.getloadavg()[0]:.2f}")
     if "1" in options.parts:
-        report_cold_start(options.runs, probe)
+        report_cold_start(options.runs, probe, interpreter)
     if "2" in options.parts:
         report_notice_latency(options.trials, probe)
     if "3" in options.parts:
