@@ -172,6 +172,9 @@ class _Reader:
         except systemd.Unexpressible as exc:
             self.problem(f"the service name cannot become a unit name: {exc}", keys, mark)
             return None
+        if name == "unitgen-watch":
+            self.problem("the name unitgen-watch is unitgen's own (its run-time watcher); choose another", keys, mark)
+            return None
         description = fields.pop("description", None) or _default_description(name)
         return Service(name=name, description=description, mark=mark, **fields)
 

@@ -51,6 +51,9 @@ class UnitPlan:
     unit: str
     targets: Tuple[Target, ...]  # what the ExecStartPre= probe waits for
     after: Tuple[str, ...]  # units on the same host: Wants= + After=
+    remote: Tuple[Target, ...] = ()  # targets not on this host as units: what `unitgen watch` watches
+    binds_to: Tuple[str, ...] = ()  # same-host units whose loss stops this one (on_dependency_loss)
+    upholds: Tuple[str, ...] = ()  # same-host units this one starts again once it is back
 
 
 @dataclass(frozen=True)
@@ -133,11 +136,19 @@ def plan(conf: Conf, host: Optional[str]) -> List[UnitPlan]:
     problems = check(conf)
     if problems:
         raise ConfigError(problems)
+    here = [s for s in conf.services.values() if host in placements(conf, s)]
+    resolved = {s.name: _resolve(conf, s, host) for s in here}
+    upholds: Dict[str, List[str]] = {}
+    for service in here:
+        if service.on_dependency_loss != "ignore":
+            for unit in resolved[service.name][1]:
+                upholds.setdefault(unit, []).append(systemd.unit_name(service.name))
     plans = []
-    for service in conf.services.values():
-        if host in placements(conf, service):
-            targets, after = _resolve(conf, service, host)
-            plans.append(UnitPlan(service, host, systemd.unit_name(service.name), targets, after))
+    for service in here:
+        targets, after, remote = resolved[service.name]
+        unit = systemd.unit_name(service.name)
+        binds_to = after if service.on_dependency_loss != "ignore" else ()
+        plans.append(UnitPlan(service, host, unit, targets, after, remote, binds_to, tuple(upholds.get(unit, ()))))
     return plans
 
 
@@ -161,24 +172,30 @@ def check(conf: Conf, graph: "Optional[Graph]" = None) -> List[Problem]:
 
 
 def _resolve(conf: Conf, service: Service, host: Optional[str]):
-    """(probe targets, same-host units) of a service on a host; the conf is checked."""
+    """(probe targets, same-host units, remote targets) of a service on a host.
+
+    Remote targets are those no unit of this host stands for: other hosts'
+    services, and direct dependencies. The conf is checked."""
     targets: List[Target] = []
     after: List[str] = []
+    remote: List[Target] = []
     for dep in service.deps:
         if dep.target is not None:
             targets.append(dep.target)
+            remote.append(dep.target)
             continue
         other = conf.services[dep.service]
         where = placements(conf, other)
         if host in where:
             after.append(systemd.unit_name(other.name))
-            addresses = [(None, "localhost")]
-        else:
-            addresses = [(h, conf.hosts[h].reach) for h in where]
-        for other_host, address in addresses:
-            label = dep.name or (other.name if len(addresses) == 1 else f"{other.name}@{other_host}")
-            targets.append(_readiness(other, address, label, dep.timeout))
-    return tuple(dict.fromkeys(targets)), tuple(dict.fromkeys(after))
+            targets.append(_readiness(other, "localhost", dep.name or other.name, dep.timeout))
+            continue
+        for other_host in where:
+            label = dep.name or (other.name if len(where) == 1 else f"{other.name}@{other_host}")
+            target = _readiness(other, conf.hosts[other_host].reach, label, dep.timeout)
+            targets.append(target)
+            remote.append(target)
+    return tuple(dict.fromkeys(targets)), tuple(dict.fromkeys(after)), tuple(dict.fromkeys(remote))
 
 
 def _readiness(service: Service, address: str, label: str, timeout: Optional[float]) -> Target:

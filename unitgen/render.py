@@ -21,6 +21,7 @@ from unitgen_probe import format_argv
 from . import graph, paths, systemd
 from .model import START_TIMEOUT_MARGIN, Conf
 
+WATCH_UNIT = "unitgen-watch.service"
 _DIRECTIVE = re.compile(r"[A-Z][A-Za-z0-9]*\Z")
 # A line a unit may not hold: neither a comment, a section, one directive nor
 # empty, or one ending in a backslash (which would join the next line).
@@ -71,7 +72,9 @@ class Renderer:
         (unknown) renders every directive."""
         self.probe = paths.probe_command(probe)
         self.systemd_version = systemd_version
-        self.template = environment().get_template("service.j2")
+        env = environment()
+        self.template = env.get_template("service.j2")
+        self.watch_template = env.get_template("watch.j2")
 
     def render(self, conf: Conf, host: Optional[str], source_path: Optional[str] = None) -> Dict[str, str]:
         """{unit name: unit text} for every service ``host`` runs, in conf order.
@@ -80,7 +83,24 @@ class Renderer:
         which file a unit came from).
         """
         source = os.path.abspath(conf.path)
-        return {p.unit: self.unit(p, source, source_path) for p in graph.plan(conf, host)}
+        plans = graph.plan(conf, host)
+        units = {p.unit: self.unit(p, source, source_path) for p in plans}
+        watcher = self.watcher(plans, [source] + (["--host", host] if host else []), source, source_path)
+        if watcher:
+            units[WATCH_UNIT] = watcher
+        return units
+
+    def watcher(self, plans: List[graph.UnitPlan], conf_args: List[str], source: str,
+                source_path: Optional[str] = None) -> Optional[str]:
+        """unitgen-watch.service for these plans, if one of them acts on a lost
+        remote dependency; ``conf_args`` tell `unitgen watch` where the conf is."""
+        if not any(p.remote and p.service.on_dependency_loss != "ignore" for p in plans):
+            return None
+        # unitgen is installed beside unitgen-probe: one package, one scripts directory
+        command = [os.path.join(os.path.dirname(self.probe), "unitgen"), "watch", *conf_args]
+        text = self.watch_template.render(source=source, source_path=source_path, command=command)
+        _check_shape(text)
+        return text
 
     def unit(self, plan: graph.UnitPlan, source: str, source_path: Optional[str] = None) -> str:
         s = plan.service

@@ -1,0 +1,246 @@
+"""`unitgen watch`: recover from a dependency lost at run time.
+
+The ExecStartPre= probe covers start-up only. A service that started, then
+lost its dependency (the database host lost power alone), may run broken for
+good. For each service of this host with ``on_dependency_loss: restart`` or
+``stop``, the watcher probes its remote dependencies (other hosts, and
+direct tcp:/http:/... targets) with the probe's own checks, and through
+systemd's D-Bus API:
+
+* restart: when a dependency is lost, restarts the service (only if it is
+  active); its ExecStartPre= probe then holds it until the dependency is
+  back, so it comes back healthy with nobody touching it;
+* stop: stops it while the dependency is lost (only if it is running), and
+  starts it again once every lost dependency answers.
+
+A dependency is lost after ``loss_threshold.failures`` failed checks in a row
+spanning at least ``loss_threshold.seconds`` (defaults 3 and 10 s): a
+network blip does not restart a fleet. One success ends a loss. A service is
+never restarted more often than once per ``RESTART_INTERVAL`` seconds, even if
+its dependency flaps. Same-host dependencies need no watcher: the units say
+BindsTo=/Upholds= (see graph.py). Decisions are logged (the journal, under
+unitgen-watch.service) and the current view is kept in STATE_FILE for
+`unitgen status`.
+
+Checks run every CHECK_INTERVAL seconds per dependency, in threads: a
+watcher of a thousand dependencies costs a few threads' worth of sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from unitgen_probe import Result, Target, check
+
+CHECK_INTERVAL = 2.0
+RESTART_INTERVAL = 60.0
+STATE_FILE = "/run/unitgen/watch.json"
+
+
+@dataclass
+class Dependency:
+    """One watched dependency of one service, and how it has been answering."""
+
+    target: Target
+    failures: int = 0
+    failing_since: Optional[float] = None  # monotonic
+    lost_since: Optional[float] = None  # monotonic
+    lost_at: Optional[float] = None  # wall clock, for people
+    reason: str = ""
+
+    @property
+    def lost(self) -> bool:
+        return self.lost_since is not None
+
+
+@dataclass
+class Watched:
+    """A service the watcher acts on, with its remote dependencies."""
+
+    unit: str
+    mode: str  # "restart" or "stop"
+    failures: int  # loss threshold
+    seconds: float
+    dependencies: List[Dependency]
+    last_restart: Optional[float] = None  # monotonic
+    stopped_by_us: bool = False
+    actions: List[dict] = field(default_factory=list)  # the last few decisions, for status
+
+    def lost(self) -> List[Dependency]:
+        return [d for d in self.dependencies if d.lost]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the watcher does about one service after one check."""
+
+    unit: str
+    action: str  # "restart", "stop", "start", or "none"
+    message: str
+
+
+class Policy:
+    """The decisions, apart from any I/O: record() is fed check results and the
+    time and says when a dependency is lost or back; decide() says what to do
+    then. The Watcher only carries decisions out."""
+
+    def __init__(self, restart_interval: float = RESTART_INTERVAL):
+        self.restart_interval = restart_interval
+
+    def record(self, service: Watched, dep: Dependency, result: Result, now: float, wall: float) -> Optional[str]:
+        """Note one check of ``dep``: "lost", "back", or None when nothing changed."""
+        if result.ok:
+            dep.failures, dep.failing_since = 0, None
+            if not dep.lost:
+                return None
+            dep.reason = f"lost for {now - dep.lost_since:.0f} s"
+            dep.lost_since = dep.lost_at = None
+            return "back"
+        dep.reason = result.reason
+        dep.failures += 1
+        if dep.failing_since is None:
+            dep.failing_since = now
+        if dep.lost or dep.failures < service.failures or now - dep.failing_since < service.seconds:
+            return None
+        dep.lost_since, dep.lost_at = now, wall
+        return "lost"
+
+    def decide(self, service: Watched, dep: Dependency, event: str, now: float, running: bool) -> Decision:
+        """What to do about ``service`` now that ``dep`` is ``event`` ("lost" or "back")."""
+        if event == "back":
+            message = f"{dep.target.display} answers again ({dep.reason})"
+            if service.mode == "stop" and service.stopped_by_us and not service.lost():
+                service.stopped_by_us = False
+                return Decision(service.unit, "start", message + ": starting it")
+            return Decision(service.unit, "none", message)
+        what = f"lost {dep.target.display}: {dep.reason}, {dep.failures} failed checks over " \
+               f"{now - dep.failing_since:.0f} s"
+        if not running:
+            return Decision(service.unit, "none", f"{what}; it is not running, nothing to do")
+        if service.mode == "stop":
+            if service.stopped_by_us:
+                return Decision(service.unit, "none", f"{what}; already stopped")
+            service.stopped_by_us = True
+            return Decision(service.unit, "stop", f"{what}: stopping it until it answers again")
+        if service.last_restart is not None and now - service.last_restart < self.restart_interval:
+            ago = now - service.last_restart
+            return Decision(service.unit, "none", f"{what}; not restarting: restarted {ago:.0f} s ago, "
+                                                  f"at most once every {self.restart_interval:.0f} s")
+        service.last_restart = now
+        return Decision(service.unit, "restart",
+                        f"{what}: restarting it (its probe holds it until the dependency is back)")
+
+
+def watched_services(plans) -> List[Watched]:
+    """The services of these unit plans that act on a lost remote dependency."""
+    return [
+        Watched(p.unit, p.service.on_dependency_loss, p.service.loss_threshold.failures,
+                p.service.loss_threshold.seconds, [Dependency(t) for t in p.remote])
+        for p in plans if p.service.on_dependency_loss != "ignore" and p.remote
+    ]
+
+
+async def run(services: List[Watched], bus_address: Optional[str], **options) -> None:
+    """Watch until cancelled (SIGTERM/SIGINT end the process)."""
+    from . import bus
+
+    async with bus.connect(bus_address) as systemd:
+        await Watcher(services, systemd, **options).run()
+
+
+class Watcher:
+    """Runs the Policy against real checks and a real systemd."""
+
+    def __init__(self, services: List[Watched], systemd, state_file: str = STATE_FILE,
+                 interval: float = CHECK_INTERVAL, restart_interval: float = RESTART_INTERVAL,
+                 log=None):
+        self.services = services
+        self.systemd = systemd
+        self.policy = Policy(restart_interval)
+        self.state_file = state_file
+        self.interval = interval
+        self.log = log or _log
+        self.lock = asyncio.Lock()
+
+    async def run(self) -> None:
+        targets: Dict[Target, List[Tuple[Watched, Dependency]]] = {}
+        for service in self.services:
+            for dep in service.dependencies:
+                targets.setdefault(dep.target, []).append((service, dep))
+        self.log(f"watching {sum(len(s.dependencies) for s in self.services)} dependencies of "
+                 f"{len(self.services)} services: {', '.join(s.unit for s in self.services)}")
+        self._save()
+        await asyncio.gather(*(self._watch(target, users) for target, users in targets.items()))
+
+    async def _watch(self, target: Target, users: List[Tuple[Watched, Dependency]]) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            started = time.monotonic()
+            result = await loop.run_in_executor(None, check, target)
+            for service, dep in users:
+                async with self.lock:
+                    await self._observe(service, dep, result)
+            await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
+
+    async def _observe(self, service: Watched, dep: Dependency, result: Result) -> None:
+        now = time.monotonic()
+        event = self.policy.record(service, dep, result, now, time.time())
+        if event is None:
+            return
+        running = True
+        if event == "lost":
+            state = await self.systemd.unit_state(service.unit)
+            # a unit whose probe is waiting is "activating": already held back, no restart needed
+            running = state.active_state == "active" or (service.mode == "stop" and state.active_state == "activating")
+        decision = self.policy.decide(service, dep, event, now, running)
+        self.log(f"{decision.unit}: {decision.message}")
+        if decision.action != "none":
+            job = await getattr(self.systemd, f"{decision.action}_unit")(decision.unit)
+            service.actions = (service.actions + [{"action": decision.action, "at": time.time()}])[-10:]
+            if job is not None:
+                await self.systemd.wait([job], 30.0)
+        self._save()
+
+    def _save(self) -> None:
+        save_state(self.state_file, self.services)
+
+
+def save_state(path: str, services: Sequence[Watched]) -> None:
+    """The watcher's view, for `unitgen status`: atomically replaced."""
+    view = {
+        "pid": os.getpid(),
+        "updated": time.time(),
+        "units": {
+            s.unit: {
+                "mode": s.mode,
+                "lost": [{"dependency": d.target.display, "since": d.lost_at, "reason": d.reason} for d in s.lost()],
+                "actions": s.actions,
+            } for s in services
+        },
+    }
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    temp = f"{path}.{os.getpid()}.tmp"
+    with open(temp, "w", encoding="utf-8") as f:
+        json.dump(view, f, ensure_ascii=False)
+    os.replace(temp, path)
+
+
+def read_state(path: str = STATE_FILE) -> Dict[str, dict]:
+    """The watcher's view by unit, or {} when no watcher runs here."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            view = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return view.get("units", {}) if isinstance(view, dict) else {}
+
+
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
