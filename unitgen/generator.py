@@ -10,8 +10,10 @@ It reads /etc/unitgen/conf.yaml and /etc/unitgen/conf.d/*.yaml as one conf
 host's units with the Renderer ``unitgen render`` uses, adding SourcePath=
 (the file that defines the service), and writes them into NORMAL_DIR with
 the links ``systemctl enable`` would make from their [Install] section
-(generated units cannot be enabled). NORMAL_DIR ranks below
-/etc/systemd/system, so drop-ins and overrides there still apply.
+(generated units cannot be enabled). Where render would add
+unitgen-watch.service, so does the generator, its watcher reading the conf
+directory (``unitgen watch --conf-dir``) as the generator does. NORMAL_DIR
+ranks below /etc/systemd/system, so drop-ins and overrides there still apply.
 
 A bad conf costs neither the boot nor every service:
 * a problem inside one service (a bad value, a dependency on an unknown
@@ -89,7 +91,7 @@ def generate(out_dir: str, conf_dir: str, log: Log) -> bool:
         return True
     outcome = read(paths)
     if outcome.plans:
-        _render_and_write(out_dir, outcome)
+        _render_and_write(out_dir, outcome, conf_dir, paths[0])
     if outcome.problems:
         _report(log, conf_dir, outcome)
     for warning in outcome.warnings:
@@ -181,10 +183,12 @@ def _culprits(problems: Sequence[Problem], files: ConfFiles, conf: Optional[Conf
     return culprits
 
 
-def _render_and_write(out_dir: str, outcome: Outcome) -> None:
-    """Render every plan, SourcePath= its file, and write it with its links.
-    A unit that cannot be written is a problem; it does not stop the others."""
-    from .render import Renderer
+def _render_and_write(out_dir: str, outcome: Outcome, conf_dir: str, first_file: str) -> None:
+    """Render every plan, SourcePath= the file defining it, and the watcher if
+    one is needed (it reads the conf directory, as the generator does; its
+    SourcePath= is the first file); write each with its links. A unit that
+    cannot be written is a problem; it does not stop the others."""
+    from .render import WATCH_UNIT, Renderer
 
     try:
         renderer = Renderer()
@@ -192,39 +196,50 @@ def _render_and_write(out_dir: str, outcome: Outcome) -> None:
         outcome.problems.append(Problem(str(exc)))
         outcome.left_out = None
         return
+    units = []
     for plan in outcome.plans:
         source = plan.service.mark.file
-        links, bad_names = install_links(plan)
-        outcome.warnings += bad_names
+        units.append((plan.service.name, plan.unit, renderer.unit(plan, source, source), plan.service.mark))
+    watcher = renderer.watcher(outcome.plans, ["--conf-dir", conf_dir], first_file, first_file)
+    if watcher:
+        units.append((WATCH_UNIT[:-len(".service")], WATCH_UNIT, watcher, None))
+    for name, unit, text, mark in units:
+        links, not_units = install_links(unit, text)
+        outcome.warnings += [Problem(f"{unit}: [Install] {setting}: not a unit name; no link made", mark)
+                             for setting in not_units]
         try:
-            write_unit(out_dir, plan.unit, renderer.unit(plan, source, source), links)
+            write_unit(out_dir, unit, text, links)
         except OSError as exc:
-            outcome.problems.append(Problem(f"{plan.unit}: cannot write {exc.filename}: {exc.strerror}"
+            outcome.problems.append(Problem(f"{unit}: cannot write {exc.filename}: {exc.strerror}"
                                             + (" (another generator wrote it?)" if isinstance(exc, FileExistsError)
                                                else "")))
-            outcome.left_out.add(plan.service.name)
+            outcome.left_out.add(name)
 
 
-def install_links(plan: UnitPlan) -> Tuple[List[str], List[Problem]]:
-    """The links ``systemctl enable`` makes from a unit's [Install] section, as
-    paths below the output directory (TARGET.wants/UNIT, ..., ALIAS), and a
-    warning for each name in the conf's raw Install settings that is no unit's."""
+def install_links(unit: str, text: str) -> Tuple[List[str], List[str]]:
+    """The links ``systemctl enable`` makes from the [Install] section of a
+    unit's text, as paths below the output directory (TARGET.wants/UNIT,
+    ..., ALIAS), and the settings there naming no unit (no link for them)."""
     from . import systemd
 
-    service = plan.service
-    links = [f"{target}.wants/{plan.unit}" for target in service.wanted_by]
-    warnings = []
-    for key, text in dict(service.raw).get("Install", ()):
-        if key not in _DEPENDENCY_DIRS and key != "Alias":
+    links: List[str] = []
+    not_units: List[str] = []
+    section = ""
+    for line in text.splitlines():
+        if line.startswith("["):
+            section = line
             continue
-        for name in text.split():
+        key, _, value = line.partition("=")
+        if section != "[Install]" or (key not in _DEPENDENCY_DIRS and key != "Alias"):
+            continue
+        for name in value.split():
             try:
                 systemd.check_unit_reference(name)
-            except systemd.Unexpressible as exc:
-                warnings.append(Problem(f"{plan.unit}: [Install] {key}=: {exc}; no link made", service.mark))
+            except systemd.Unexpressible:
+                not_units.append(f"{key}={name}")
                 continue
-            links.append(f"{name}{_DEPENDENCY_DIRS[key]}/{plan.unit}" if key in _DEPENDENCY_DIRS else name)
-    return list(dict.fromkeys(links)), warnings
+            links.append(f"{name}{_DEPENDENCY_DIRS[key]}/{unit}" if key in _DEPENDENCY_DIRS else name)
+    return list(dict.fromkeys(links)), not_units
 
 
 def write_unit(out_dir: str, unit: str, text: str, links: Sequence[str]) -> None:
