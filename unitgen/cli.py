@@ -48,6 +48,9 @@ host_option = click.option(
 probe_option = click.option(
     "--probe", "probe_path", metavar="PATH", envvar="UNITGEN_PROBE",
     help="Absolute path of unitgen-probe in the units (default: the one installed with unitgen).")
+bus_option = click.option(
+    "--bus-address", metavar="ADDRESS", envvar="DBUS_SYSTEM_BUS_ADDRESS",
+    help="D-Bus address of systemd's bus (default: the system bus, unix:path=/run/dbus/system_bus_socket).")
 
 
 def _load(conf_path: str):
@@ -384,6 +387,60 @@ def import_autoheal(files, host: Optional[str], addresses, output: str, force: b
         raise UsageError(f"{output} exists; pass --force to overwrite it")
     with open(output, "w", encoding="utf-8") as f:
         f.write(text)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("conf", required=False, type=click.Path(dir_okay=False))
+@click.option("--conf-dir", metavar="DIR", help="Read DIR/conf.yaml and DIR/conf.d/*.yaml, as the generator does.")
+@host_option
+@bus_option
+@click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True, metavar="SECONDS",
+              help="How often each dependency is checked.")
+@click.option("--restart-interval", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              metavar="SECONDS", help="A service is restarted at most once per this many seconds.")
+def watch(conf: Optional[str], conf_dir: Optional[str], host: Optional[str], bus_address: Optional[str],
+          interval: float, restart_interval: float) -> None:
+    """Restart or stop services whose remote dependency is lost at run time.
+
+    For the services of this host with on_dependency_loss: restart or stop,
+    their dependencies on other hosts are checked every --interval seconds;
+    one is lost after loss_threshold failures in a row (3 over 10 s by
+    default). restart: the service is restarted (if it runs), and its probe
+    holds it until the dependency is back; stop: it is stopped until the
+    dependency answers, then started. Runs until stopped; rendered as
+    unitgen-watch.service where needed. Decisions go to the journal; the
+    current view to /run/unitgen/watch.json, shown by unitgen status.
+
+    \b
+    Example:
+      unitgen watch /etc/unitgen/conf.yaml
+      unitgen watch --conf-dir /etc/unitgen --bus-address unix:path=/run/dbus/system_bus_socket
+    """
+    import asyncio
+
+    from . import graph, watch as watching
+
+    if bool(conf) == bool(conf_dir):
+        raise UsageError("give CONF or --conf-dir DIR")
+    if conf_dir:
+        from . import generator
+
+        outcome = generator.read(generator.conf_files(conf_dir))
+        for problem in outcome.problems:
+            click.echo(f"{problem} (its services are not watched)", err=True)
+        plans = outcome.plans
+    else:
+        model = _load(conf)
+        plans = graph.plan(model, graph.local_host(model, host))
+    services = watching.watched_services(plans)
+    if not services:
+        click.echo("nothing to watch: no service of this host has on_dependency_loss: restart or stop "
+                   "with a remote dependency", err=True)
+        return
+    try:
+        asyncio.run(watching.run(services, bus_address, interval=interval, restart_interval=restart_interval))
+    except KeyboardInterrupt:
+        pass
 
 
 def main() -> None:
