@@ -1,7 +1,7 @@
 """The power-cut drill as figures: recovery against the ideal, per-edge latency,
 and the same cuts without unitgen.
 
-    python3 bench/powercut.py [--cuts N] [--seed S] [--max-delay SECONDS]
+    python3 bench/powercut.py [--cuts N] [--seed S] [--max-delay SECONDS] [--each] [--probe PATH]
 
 On three bed hosts (tests/bed.py) it installs the drill's fleet
 (tests/drill.py: a chain db -> api -> web -> proxy four deep across the
@@ -30,12 +30,13 @@ Prints figures, asserts nothing. Needs root; see DEVELOPERS.md.
 """
 
 import argparse
+import json
 import os
 import random
 import statistics
 import sys
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 import bed  # noqa: E402
@@ -46,13 +47,29 @@ SETTLE = 30.0
 HOST_UP_TARGETS = ("basic.target", "network-online.target")
 
 
-class Cut:
-    """What one cut's logs say: when each service forked and became ready, when each host was up."""
+class Release(NamedTuple):
+    """What a service waited for last, and how long after it the service forked.
 
-    def __init__(self, restored: float, order: List[str], events: List[dict], host_up: Dict[str, float]):
+    ``detected``: how much of that the probe took to say "ready" (its journal
+    line); the rest is the probe exiting and systemd forking ExecStart. None
+    for a unit without a probe.
+    """
+
+    label: str
+    latency: float
+    detected: Optional[float]
+
+
+class Cut:
+    """What one cut's logs say: when each service forked and became ready, when
+    each host was up, when each probe said ready."""
+
+    def __init__(self, restored: float, order: List[str], events: List[dict], host_up: Dict[str, float],
+                 probe_ready: Dict[str, float]):
         self.restored = restored
         self.order = order
         self.host_up = host_up
+        self.probe_ready = probe_ready
         self.forked: Dict[str, float] = {}
         self.ready: Dict[str, float] = {}
         for service in TOPOLOGY.services:
@@ -80,18 +97,17 @@ class Cut:
             return ideal_ready[name]
         return max(ready(service.name) for service in TOPOLOGY.services) - self.restored
 
-    def releases(self) -> List[Tuple[str, float]]:
-        """(what the service waited for last, its latency to the fork) for each service.
-
-        What it waited for last is the dependency that became ready last, or
-        its host if that came up after all of them: "db -> api", "host up -> db".
-        """
+    def releases(self) -> List[Release]:
+        """What each service waited for last: the dependency that became ready
+        last ("db -> api"), or its host if that came up after all of them
+        ("host up -> db")."""
         released = []
         for service in TOPOLOGY.services:
             waits = [(self.host_up[service.host], f"host up -> {service.name}")]
             waits += [(self.ready[d.service], f"{d.service} -> {service.name}") for d in service.deps]
             at, label = max(waits)
-            released.append((label, self.forked[service.name] - at))
+            probe = self.probe_ready.get(service.name)
+            released.append(Release(label, self.forked[service.name] - at, None if probe is None else probe - at))
         return released
 
 
@@ -120,8 +136,26 @@ def host_up_times(fleet: bed.Fleet) -> Dict[str, float]:
     return up
 
 
-def run_unitgen(fleet: bed.Fleet, rng: random.Random, cuts: int, max_delay: float) -> List[Cut]:
-    drill.install(fleet, TOPOLOGY, drill.conf_text(fleet, TOPOLOGY))
+def probe_ready_times(fleet: bed.Fleet, since: float) -> Dict[str, float]:
+    """{service: time.time() of its probe's last "ready after" journal line since ``since``}.
+
+    journald stamps a line when it receives it, a few ms after the probe wrote it.
+    """
+    services = {service.unit: service.name for service in TOPOLOGY.services}
+    ready = {}
+    for host in fleet:
+        shown = host.run(["journalctl", "-o", "json", "--output-fields=MESSAGE,_SYSTEMD_UNIT",
+                          f"--since=@{int(since)}"]).stdout
+        for entry in map(json.loads, shown.splitlines()):
+            unit, message = entry.get("_SYSTEMD_UNIT"), entry.get("MESSAGE")
+            if unit in services and isinstance(message, str) and message.startswith("ready after"):
+                ready[services[unit]] = int(entry["__REALTIME_TIMESTAMP"]) / 1e6
+    return ready
+
+
+def run_unitgen(fleet: bed.Fleet, rng: random.Random, cuts: int, max_delay: float,
+                probe: Optional[str]) -> List[Cut]:
+    drill.install(fleet, TOPOLOGY, drill.conf_text(fleet, TOPOLOGY), probe)
     results = []
     for _ in range(cuts):
         order = drill.random_order(fleet, rng)
@@ -131,7 +165,7 @@ def run_unitgen(fleet: bed.Fleet, rng: random.Random, cuts: int, max_delay: floa
         except bed.BedError as error:
             print(f"  not recovered: {error}", file=sys.stderr)
         results.append(Cut(restored, order, drill.read_events(fleet, TOPOLOGY, since=restored),
-                           host_up_times(fleet)))
+                           host_up_times(fleet), probe_ready_times(fleet, restored)))
     return results
 
 
@@ -158,7 +192,7 @@ def seconds(values: List[float]) -> str:
     return f"p50 {statistics.median(values):.2f} s, max {max(values):.2f} s"
 
 
-def report_unitgen(cuts: List[Cut]) -> None:
+def report_unitgen(cuts: List[Cut], each: bool) -> None:
     total = len(TOPOLOGY.services)
     print(f"\nwith unitgen: {len(cuts)} cuts")
     print(f"{'cut':>3}  {'boot order':<10}  {'recovered':>9}  {'recovery':>8}  {'ideal':>6}  {'overhead':>8}")
@@ -172,20 +206,29 @@ def report_unitgen(cuts: List[Cut]) -> None:
         overheads.append(recovery - ideal)
         print(f"{number:>3}  {' '.join(cut.order):<10}  {cut.recovered:>7}/{total}  {recovery:>6.2f} s"
               f"  {ideal:>4.2f} s  {recovery - ideal:>6.2f} s")
+        if each:
+            print("     " + ", ".join(f"{r.label} {r.latency:.2f} s" for r in cut.releases()))
     print(f"recovered in every cut: {sum(c.recovered == total for c in cuts)}/{len(cuts)} cuts")
     if overheads:
         print(f"recovery {seconds(recoveries)}; overhead {seconds(overheads)}")
-    latencies: Dict[str, List[float]] = {}
+    releases: Dict[str, List[Release]] = {}
     for cut in cuts:
         if cut.recovered == total:
-            for label, latency in cut.releases():
-                latencies.setdefault(label, []).append(latency)
-    print("\nwhat released each service -> its process forked (cuts where it was the last wait):")
-    for label, values in sorted(latencies.items(), key=lambda item: item[0].startswith("host")):
-        print(f"  {label:<18} n={len(values):<3} {seconds(values)}")
-    edges = [v for label, values in latencies.items() if not label.startswith("host") for v in values]
+            for release in cut.releases():
+                releases.setdefault(release.label, []).append(release)
+    print("\nwhat released each service -> its process forked, over the cuts where it was the last wait;")
+    print("of which the probe took to see it (dependency ready -> the probe's \"ready after\" line):")
+    for label, group in sorted(releases.items(), key=lambda item: item[0].startswith("host")):
+        print(f"  {label:<18} {_release_figures(group)}")
+    edges = [release for label, group in releases.items() if not label.startswith("host") for release in group]
     if edges:
-        print(f"  {'every edge':<18} n={len(edges):<3} {seconds(edges)}")
+        print(f"  {'every edge':<18} {_release_figures(edges)}")
+
+
+def _release_figures(releases: List[Release]) -> str:
+    text = f"n={len(releases):<3} {seconds([r.latency for r in releases])}"
+    detected = [r.detected for r in releases if r.detected is not None]
+    return text + (f"; probe {seconds(detected)}" if detected else "")
 
 
 def report_baseline(results: List[Tuple[List[str], Dict]]) -> None:
@@ -206,6 +249,8 @@ def main() -> int:
     parser.add_argument("--cuts", type=int, default=5, help="power cuts per series (default 5)")
     parser.add_argument("--seed", type=int, default=None, help="random seed for orders and delays")
     parser.add_argument("--max-delay", type=float, default=1.5, help="max seconds between two boots (default 1.5)")
+    parser.add_argument("--probe", help="render the units with --probe PATH (another unitgen-probe build)")
+    parser.add_argument("--each", action="store_true", help="print what released each service, every cut")
     options = parser.parse_args()
     reason = bed.unavailable_reason()
     if reason:
@@ -216,7 +261,8 @@ def main() -> int:
     print(f"power-cut drill: hosts {' '.join(TOPOLOGY.hosts)}, {len(TOPOLOGY.services)} services, "
           f"chain {chain} (4 deep); seed {seed}; load average {os.getloadavg()[0]:.1f}")
     with bed.Fleet(TOPOLOGY.hosts) as fleet:
-        report_unitgen(run_unitgen(fleet, random.Random(seed), options.cuts, options.max_delay))
+        report_unitgen(run_unitgen(fleet, random.Random(seed), options.cuts, options.max_delay, options.probe),
+                       options.each)
     with bed.Fleet(TOPOLOGY.hosts) as fleet:
         report_baseline(run_baseline(fleet, random.Random(seed), options.cuts, options.max_delay))
     return 0

@@ -192,18 +192,20 @@ def baseline_unit(fleet: bed.Fleet, topology: Topology, service: Standin) -> str
 
 # -- installing ---------------------------------------------------------------
 
-def install(fleet: bed.Fleet, topology: Topology, conf: str) -> None:
+def install(fleet: bed.Fleet, topology: Topology, conf: str, probe: Optional[str] = None) -> None:
     """Install the conf on every host as a user would, and enable the units.
 
     Boots every host that is off (nothing of the drill runs yet), then on
     each: the conf in /etc/unitgen/conf.yaml, ``unitgen render … --host NAME
     -o /etc/systemd/system``, ``systemctl daemon-reload``, ``systemctl
-    enable``. The units start at the next boot.
+    enable``. The units start at the next boot. ``probe``: render with
+    ``--probe PATH`` (another build of unitgen-probe, to compare).
     """
     _boot_off_hosts(fleet)
     for host in fleet:
         host.write_file(CONF_PATH, conf)
-        host.run(["unitgen", "render", CONF_PATH, "--host", host.name, "-o", UNIT_DIR])
+        host.run(["unitgen", "render", CONF_PATH, "--host", host.name, "-o", UNIT_DIR,
+                  *(["--probe", probe] if probe else [])])
         _enable(host, topology)
 
 

@@ -78,9 +78,12 @@ def _start_ticks(pid):
 
 
 def process_started():
-    """time.time() at which this process was forked (by systemd), to the clock tick."""
-    age = time.clock_gettime(time.CLOCK_BOOTTIME) - _start_ticks("self") / os.sysconf("SC_CLK_TCK")
-    return time.time() - age
+    """time.time() at which this process was forked (by systemd), to half a clock tick.
+
+    The kernel counts whole ticks (10 ms): the middle of the tick is the best guess.
+    """
+    started = (_start_ticks("self") + 0.5) / os.sysconf("SC_CLK_TCK")
+    return time.time() - (time.clock_gettime(time.CLOCK_BOOTTIME) - started)
 
 
 def parse_args(argv):
