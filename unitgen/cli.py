@@ -390,6 +390,88 @@ def import_autoheal(files, host: Optional[str], addresses, output: str, force: b
 
 
 @cli.command(context_settings=CONTEXT)
+@conf_argument
+@click.option("-o", "--output", default="/etc/systemd/system", show_default=True, metavar="DIR",
+              help="The directory systemd loads the units from.")
+@host_option
+@probe_option
+@bus_option
+@click.option("--dry-run", is_flag=True, help="Show what would change; write nothing, ask systemd nothing but states.")
+@click.option("--no-start", is_flag=True,
+              help="Write, enable and reload only: start and restart nothing (units that left the conf still stop).")
+@click.option("--wait", type=click.FloatRange(min=0), default=30.0, show_default=True, metavar="SECONDS",
+              help="How long to wait for the start/restart/stop jobs; a unit still starting then is reported "
+                   "as waiting, and systemd carries on.")
+@click.option("--force", is_flag=True, help="Take over files unitgen did not write, or that changed since.")
+def apply(conf: str, output: str, host: Optional[str], probe_path: Optional[str], bus_address: Optional[str],
+          dry_run: bool, no_start: bool, wait: float, force: bool) -> None:
+    """Render the conf's units for this host and make systemd run them, over D-Bus.
+
+    Writes the units as render does (only files unitgen owns), enables and
+    reloads, starts added units, restarts changed ones (unchanged running
+    units are left alone), stops and disables units that left the conf, then
+    waits for the jobs and reports each. A unit whose probe still waits for a
+    dependency is reported as waiting, not failed. Exit 1 if a job failed.
+
+    \b
+    Example:
+      unitgen apply /etc/unitgen/conf.yaml
+      unitgen apply conf.yaml --host app1 --dry-run
+    """
+    from . import apply as applying
+
+    outcomes = applying.apply(_load(conf), output=output, host=host, probe=probe_path, bus_address=bus_address,
+                              dry_run=dry_run, start=not no_start, force=force, wait=wait, echo=click.echo)
+    if any(o.failed for o in outcomes):
+        sys.exit(1)
+
+
+@cli.command(context_settings=CONTEXT)
+@conf_argument
+@host_option
+@bus_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per unit.")
+@click.option("--watch", is_flag=True, help="Refresh until interrupted (Ctrl-C).")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True, metavar="SECONDS",
+              help="Time between refreshes with --watch.")
+def status(conf: str, host: Optional[str], bus_address: Optional[str], as_json: bool, watch: bool,
+           interval: float) -> None:
+    """Show each service of the conf on this host: state, since when, restarts, and what it waits for.
+
+    Exit 0 only when every service is active.
+
+    \b
+    Example:
+      unitgen status /etc/unitgen/conf.yaml
+      unitgen status conf.yaml --watch
+    """
+    from . import apply as applying
+
+    units = applying.status_units(_load(conf), host)
+    colour = not as_json and applying.colour_wanted(sys.stdout, os.environ)
+    last = []
+
+    def show(states) -> None:
+        if watch and sys.stdout.isatty():
+            click.clear()
+        elif last:
+            click.echo()
+        lines = applying.status_json(states) if as_json else applying.status_table(states, colour)
+        click.echo("\n".join(lines), color=colour)
+        last[:] = states
+
+    if watch:
+        try:
+            applying.watch_states(units, bus_address, interval, show)
+        except KeyboardInterrupt:
+            pass
+    else:
+        show(applying.read_states(units, bus_address))
+    if not applying.all_active(last):
+        sys.exit(1)
+
+
+@cli.command(context_settings=CONTEXT)
 @click.argument("conf", required=False, type=click.Path(dir_okay=False))
 @click.option("--conf-dir", metavar="DIR", help="Read DIR/conf.yaml and DIR/conf.d/*.yaml, as the generator does.")
 @host_option
