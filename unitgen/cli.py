@@ -471,6 +471,38 @@ def status(conf: str, host: Optional[str], bus_address: Optional[str], as_json: 
         sys.exit(1)
 
 
+@cli.command("install-generator", context_settings=CONTEXT)
+@click.option("--root", default="/", show_default=True, metavar="DIR",
+              help="Install into the system below DIR (an image, a test).")
+@click.option("--uninstall", is_flag=True, help="Remove the link instead.")
+def install_generator(root: str, uninstall: bool) -> None:
+    """Make systemd run unitgen as a generator, at every boot and daemon-reload.
+
+    Links /etc/systemd/system-generators/unitgen to the installed
+    unitgen-generator, which then turns /etc/unitgen/conf.yaml and
+    /etc/unitgen/conf.d/*.yaml into this host's units, in /run: nothing to
+    render, nothing stale. Units rendered into /etc/systemd/system before
+    would take precedence: remove them.
+
+    \b
+    Example:
+      unitgen install-generator && systemctl daemon-reload
+      unitgen install-generator --uninstall && systemctl daemon-reload
+    """
+    from . import generator
+
+    if uninstall:
+        removed = generator.uninstall(root)
+        if not removed:
+            click.echo("not installed: nothing to remove")
+            return
+        click.echo(f"removed  {removed}")
+    else:
+        link, target = generator.install(root)
+        click.echo(f"linked   {link} -> {target}")
+    click.echo("Next:\n  systemctl daemon-reload")
+
+
 @cli.command(context_settings=CONTEXT)
 @click.argument("conf", required=False, type=click.Path(dir_okay=False))
 @click.option("--conf-dir", metavar="DIR", help="Read DIR/conf.yaml and DIR/conf.d/*.yaml, as the generator does.")
