@@ -1,0 +1,253 @@
+"""unitgen apply and unitgen status against real systemd 252 and dbus-daemon (test bed hosts).
+
+Each test boots one host and runs unitgen inside it, as an operator would
+(the system bus, /etc/systemd/system); the services are python3 -m
+http.server stand-ins on loopback ports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+CONF_PATH = "/etc/unitgen/conf.yaml"
+UNITS = "/etc/systemd/system"
+WANTS = f"{UNITS}/multi-user.target.wants"
+
+
+def server(port: int) -> str:
+    return f'[{sys.executable}, -m, http.server, "{port}", --bind, 127.0.0.1]'
+
+
+def conf(*services: str) -> str:
+    """A native conf of the named stand-ins (see SERVICES)."""
+    return "version: 1\nservices:\n" + "".join(SERVICES[name] for name in services)
+
+
+SERVICES = {
+    "db": f"  db:\n    exec: {server(8001)}\n    listen: 8001\n",
+    "web": f"  web:\n    exec: {server(8002)}\n    listen: 8002\n    deps:\n      - service: db\n",
+    # ignores SIGTERM: systemd kills it after 1 s, and the unit ends "failed"
+    "stubborn": "  stubborn:\n    script: \"trap '' TERM; sleep 1000000\"\n"
+                "    systemd:\n      Service:\n        TimeoutStopSec: 1\n",
+    # waits for a port nobody listens on
+    "lonely": f"  lonely:\n    exec: {server(8003)}\n    deps:\n      - tcp: 127.0.0.1:9\n        name: nothing\n",
+}
+
+
+@pytest.fixture
+def host(make_fleet):
+    fleet = make_fleet(["ap1"])
+    fleet.boot_all()
+    return fleet["ap1"]
+
+
+def unitgen(host, *args, conf_text=None, check=True, as_nobody=False):
+    """Run unitgen in the host, as root or nobody; exit status 0 expected unless ``check`` is False."""
+    if conf_text is not None:
+        host.write_file(CONF_PATH, conf_text)
+    argv = ["unitgen", *args]
+    if as_nobody:
+        argv = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *argv]
+    result = host.run(argv, check=False, timeout=60)
+    assert "Traceback" not in result.stderr, result.stderr
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def main_pids(host, *units):
+    return {u: int(host.systemctl("show", "-P", "MainPID", u).strip()) for u in units}
+
+
+def show(host, unit, *props):
+    return host.systemctl("show", "-P", ",".join(props), unit).split()
+
+
+def reloads(host) -> int:
+    return host.journal().count("systemd[1]: Reloading.")
+
+
+def test_apply_brings_a_fresh_host_up_and_enables_it_for_the_next_boot(host):
+    text = conf("db", "web") + "    systemd:\n      Service:\n        RestartSteps: 5\n"
+    result = unitgen(host, "apply", CONF_PATH, conf_text=text)
+    out = result.stdout
+    assert "added     db.service\nadded     web.service\n" in out
+    assert "reloaded  systemd 252" in out
+    assert "started   db.service: active (running)" in out
+    assert "started   web.service: active (running): ready after" in out
+    assert result.stderr == ""
+    for unit in ("db.service", "web.service"):
+        assert host.systemctl("is-enabled", unit).strip() == "enabled"
+        assert host.exists(f"{WANTS}/{unit}")
+    # the version gate: systemd 252 does not know RestartSteps= (254)
+    web = host.read_file(f"{UNITS}/web.service")
+    assert "# Left out RestartSteps=5: it needs systemd 254, this one is 252.\n" in web
+    assert "\nRestartSteps=" not in web
+    assert "Unknown key" not in host.journal()
+
+    status = unitgen(host, "status", CONF_PATH)
+    rows = status.stdout.splitlines()
+    assert rows[0].split() == ["UNIT", "STATE", "SINCE", "RESTARTS", "STATUS"]
+    assert rows[1].split()[:3] == ["db.service", "active", "(running)"]
+    assert rows[2].split()[:3] == ["web.service", "active", "(running)"]
+    assert "ready after" in rows[2]
+
+    host.power_cut()  # enabled: both come back by themselves, in order
+    host.boot()
+    host.wait_active("db.service", "web.service")
+    unitgen(host, "status", CONF_PATH)
+
+
+def test_a_second_apply_restarts_only_the_changed_unit(host):
+    unitgen(host, "apply", CONF_PATH, conf_text=conf("db", "web"))
+    before = main_pids(host, "db.service", "web.service")
+    result = unitgen(host, "apply", CONF_PATH, conf_text=conf("db", "web").replace('"8002"', '"8012"'))
+    assert "changed   web.service\nunchanged 1 unit\n" in result.stdout
+    assert "restarted web.service: active (running)" in result.stdout
+    assert "db.service" not in result.stdout
+    after = main_pids(host, "db.service", "web.service")
+    assert after["db.service"] == before["db.service"]
+    assert after["web.service"] not in (before["web.service"], 0)
+    assert " 8012 " in host.read_file(f"{UNITS}/web.service")
+
+    reloaded = reloads(host)
+    again = unitgen(host, "apply", CONF_PATH)
+    assert again.stdout == "unchanged 2 units\n"
+    assert main_pids(host, "db.service", "web.service") == after
+    assert reloads(host) == reloaded  # nothing changed: no reload either
+
+
+def test_services_that_left_the_conf_are_stopped_disabled_reset_and_their_files_gone(host):
+    unitgen(host, "apply", CONF_PATH, conf_text=conf("db", "web", "stubborn"))
+    db_pid = main_pids(host, "db.service")
+    result = unitgen(host, "apply", CONF_PATH, conf_text=conf("db"))
+    assert "removed   stubborn.service\nremoved   web.service\nunchanged 1 unit\n" in result.stdout
+    for unit in ("web.service", "stubborn.service"):
+        assert f"stopped   {unit}: inactive (dead)\n" in result.stdout
+        assert not host.exists(f"{UNITS}/{unit}")
+        assert not host.exists(f"{WANTS}/{unit}")
+        assert show(host, unit, "LoadState", "ActiveState") == ["not-found", "inactive"]
+    # stopped with its own TimeoutStopSec=1 (the default is 90 s), failed, and was reset
+    assert "stubborn.service: Failed with result 'timeout'" in host.journal()
+    assert host.systemctl("list-units", "--failed", "--plain", "--no-legend").strip() == ""
+    assert "service" not in host.read_file(f"{UNITS}/.unitgen-manifest.json").replace("db.service", "")
+    assert main_pids(host, "db.service") == db_pid
+
+
+def test_a_file_unitgen_does_not_own_stops_apply_before_systemd_is_touched(host):
+    host.write_file(f"{UNITS}/web.service", "[Service]\nExecStart=/bin/sleep 1000\n")
+    reloaded = reloads(host)
+    result = unitgen(host, "apply", CONF_PATH, conf_text=conf("db", "web"), check=False)
+    assert result.returncode == 1
+    assert "nothing was written" in result.stderr
+    assert "web.service exists and was not written by unitgen (--force takes it over)" in result.stderr
+    assert not host.exists(f"{UNITS}/db.service")
+    assert reloads(host) == reloaded
+    result = unitgen(host, "apply", CONF_PATH, "--force")  # takes web.service over
+    assert "added     db.service\nchanged   web.service\n" in result.stdout
+    assert "restarted web.service: active (running)" in result.stdout
+
+
+def test_a_broken_dependency_is_waiting_not_failed_and_status_shows_the_probe(host):
+    result = unitgen(host, "apply", CONF_PATH, "--wait", "2", conf_text=conf("db", "lonely"))
+    assert "started   db.service: active (running)" in result.stdout
+    assert "waiting   lonely.service: activating (start-pre): waiting for nothing (127.0.0.1:9): " \
+           "connection refused" in result.stdout
+    assert "1 unit still on the way up" in result.stdout
+
+    status = unitgen(host, "status", CONF_PATH, check=False)
+    assert status.returncode == 1  # not every service is active
+    lonely = next(line for line in status.stdout.splitlines() if line.startswith("lonely.service"))
+    assert "activating (start-pre)" in lonely and "waiting for nothing (127.0.0.1:9): connection refused" in lonely
+    rows = [json.loads(line) for line in unitgen(host, "status", CONF_PATH, "--json", check=False).stdout.splitlines()]
+    assert [(r["unit"], r["health"]) for r in rows] == [("db.service", "ok"), ("lonely.service", "waiting")]
+    assert rows[1]["status_text"].startswith("waiting for nothing (127.0.0.1:9)")
+
+
+def test_dry_run_touches_nothing(host):
+    reloaded = reloads(host)
+    result = unitgen(host, "apply", CONF_PATH, "--dry-run", conf_text=conf("db", "web"))
+    assert result.stdout == ("add       db.service\nadd       web.service\n"
+                             "would reload systemd and enable: db.service web.service\n"
+                             "would start: db.service web.service\n")
+    assert not host.exists(f"{UNITS}/db.service") and not host.exists(f"{UNITS}/.unitgen-manifest.json")
+    assert show(host, "db.service", "LoadState") == ["not-found"]
+    assert reloads(host) == reloaded
+
+    unitgen(host, "apply", CONF_PATH)
+    pids, reloaded, text = main_pids(host, "db.service", "web.service"), reloads(host), host.read_file(f"{UNITS}/web.service")
+    result = unitgen(host, "apply", CONF_PATH, "--dry-run", conf_text=conf("db"))
+    assert "remove    web.service" in result.stdout and "would disable and stop: web.service" in result.stdout
+    assert host.read_file(f"{UNITS}/web.service") == text
+    assert host.systemctl("is-enabled", "web.service").strip() == "enabled"
+    assert main_pids(host, "db.service", "web.service") == pids
+    assert reloads(host) == reloaded
+
+
+def test_no_start_writes_enables_and_reloads_only(host):
+    result = unitgen(host, "apply", CONF_PATH, "--no-start", conf_text=conf("db", "web"))
+    assert "reloaded  systemd 252" in result.stdout
+    assert "not started (--no-start): db.service web.service" in result.stdout
+    assert host.systemctl("is-enabled", "db.service").strip() == "enabled"
+    assert show(host, "db.service", "LoadState", "ActiveState") == ["loaded", "inactive"]
+    # the next apply starts what is not running, and restarts nothing that is
+    result = unitgen(host, "apply", CONF_PATH)
+    assert "started   db.service: active (running)" in result.stdout
+    assert "started   web.service: active (running)" in result.stdout
+
+
+def test_a_unit_systemd_refuses_fails_with_systemds_message(host):
+    bad = conf("db", "web") + "    systemd:\n      Service:\n        Type: oneshot\n"  # with Restart=always
+    result = unitgen(host, "apply", CONF_PATH, conf_text=bad, check=False)
+    assert result.returncode == 1
+    assert "failed    web.service: Unit web.service has a bad unit file setting. " \
+           "(journalctl -b -u web.service)" in result.stdout
+    assert "started   db.service: active (running)" in result.stdout
+    status = unitgen(host, "status", CONF_PATH, check=False)
+    assert status.returncode == 1
+    assert "web.service  bad-setting" in status.stdout
+
+
+def test_not_root_gets_a_clear_error_but_may_read_status(host):
+    host.write_file(CONF_PATH, conf("db"))
+    result = unitgen(host, "apply", CONF_PATH, "-o", "/tmp/units", as_nobody=True, check=False)
+    assert result.returncode == 1
+    assert "unitgen: permission denied: systemd refused EnableUnitFiles" in result.stderr
+    assert "run as root" in result.stderr
+    result = unitgen(host, "apply", CONF_PATH, as_nobody=True, check=False)
+    assert result.returncode == 1
+    assert result.stderr == f"unitgen: {UNITS}: Permission denied (unitgen apply must run as root)\n"
+    unitgen(host, "apply", CONF_PATH)
+    status = unitgen(host, "status", CONF_PATH, as_nobody=True)
+    assert "db.service  active (running)" in status.stdout
+
+
+def test_status_watch_from_outside_the_host_until_interrupted(host, tmp_path):
+    unitgen(host, "apply", CONF_PATH, conf_text=conf("db"))
+    local_conf = tmp_path / "conf.yaml"
+    local_conf.write_text(conf("db"))
+    env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": host.bus_address}
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "unitgen", "status", str(local_conf), "--watch", "--interval", "0.2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        frames = 0
+        for line in watch.stdout:
+            frames += line.startswith("UNIT ")
+            if frames == 3:
+                break
+        watch.send_signal(signal.SIGINT)
+        out, err = watch.communicate(timeout=30)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+    assert frames == 3, err
+    assert watch.returncode == 0, err  # every service active when interrupted
+    assert "Traceback" not in err
+    assert "\x1b[" not in out  # no colour off a terminal
