@@ -1,0 +1,146 @@
+"""unitgen as a systemd generator on real systemd 252 (tests/bed.py).
+
+A host whose disk has only the conf and the generator link (made by
+``unitgen install-generator`` inside it) boots its services in dependency
+order; a conf edit and ``systemctl daemon-reload`` add and remove units; a
+broken conf leaves out its broken services, is logged, and the boot still
+reaches multi-user.target. The services are tests/generator_standin.py.
+
+A bed host has no /dev/kmsg (as in any container), so at boot the
+generator's messages go to its stderr, which systemd points at /dev/null.
+For the log, the test puts a regular file at the host's /dev/kmsg and runs
+daemon-reload: real systemd runs the generator, which writes its records
+there. That the kernel turns such records into journal entries is the
+kernel's part, out of a container's reach.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+STANDIN = str(Path(__file__).resolve().parent / "generator_standin.py")
+GENERATED = "/run/systemd/generator"
+
+
+def service(name: str, port: int, *, delay: float = 0.0, deps=(), host: str = "g1") -> str:
+    """One service of a native conf: a stand-in on ``port``, after ``delay`` s."""
+    argv = [sys.executable, STANDIN, name, str(port), str(delay)]
+    lines = [f"  {name}:", f"    host: {host}", f"    exec: {json.dumps(argv)}", f"    listen: {port}"]
+    if deps:
+        lines.append(f"    deps: [{', '.join('{service: %s}' % dep for dep in deps)}]")
+    return "\n".join(lines) + "\n"
+
+
+def conf(*services: str) -> str:
+    return "version: 1\nhosts: {g1: {}, g2: {}}\nservices:\n" + "".join(services)
+
+
+def fragment(*services: str) -> str:
+    return "version: 1\nservices:\n" + "".join(services)
+
+
+def host_with_generator(make_fleet):
+    """A powered-off host on whose disk ``unitgen install-generator`` ran."""
+    host = make_fleet(["g1"])["g1"]
+    host.boot()
+    output = host.run(["unitgen", "install-generator"]).stdout
+    assert output.startswith("linked   /etc/systemd/system-generators/unitgen -> /"), output
+    host.power_cut()
+    return host
+
+
+def properties(host, unit: str, *names: str) -> list:
+    return host.systemctl("show", "--value", *(f"--property={n}" for n in names), unit).splitlines()
+
+
+def events(host) -> dict:
+    """{(service, event): [times]} from the stand-ins' log, this boot and before."""
+    found: dict = {}
+    for line in host.read_file("/var/log/standins.jsonl").splitlines():
+        event = json.loads(line)
+        found.setdefault((event["service"], event["event"]), []).append(event["time"])
+    return found
+
+
+def test_a_host_with_only_the_conf_boots_its_services_in_dependency_order(make_fleet):
+    host = host_with_generator(make_fleet)
+    host.write_file("/etc/unitgen/conf.yaml", conf(
+        service("db", 7001, delay=0.5),
+        service("api", 7002, delay=0.3, deps=["db"]),
+        service("elsewhere", 7004, host="g2"),
+    ))
+    host.write_file("/etc/unitgen/conf.d/web.yaml", fragment(service("web", 7003, deps=["api"])))
+    host.boot()  # waits for multi-user.target; a failed unit would raise BootError
+
+    assert host.systemctl("is-active", "db", "api", "web").split() == ["active"] * 3
+    assert host.run(["unitgen-probe", "--once", "tcp", "localhost:7001", "tcp", "localhost:7002",
+                     "tcp", "localhost:7003"], check=False).returncode == 0
+    seen = events(host)
+    assert all(len(seen[name, "start"]) == 1 for name in ("db", "api", "web")), seen
+    assert seen["db", "listening"][0] < seen["api", "start"][0]
+    assert seen["api", "listening"][0] < seen["web", "start"][0]
+
+    assert properties(host, "web.service", "FragmentPath", "SourcePath", "UnitFileState") == [
+        f"{GENERATED}/web.service", "/etc/unitgen/conf.d/web.yaml", "generated"]
+    assert host.run(["readlink", f"{GENERATED}/multi-user.target.wants/db.service"]).stdout == "../db.service\n"
+    assert not host.exists(f"{GENERATED}/elsewhere.service")
+    units = [f"{GENERATED}/{name}.service" for name in ("db", "api", "web")]
+    verified = host.run(["systemd-analyze", "verify", "--man=no", *units], check=False)
+    assert (verified.returncode, verified.stderr) == (0, "")
+
+
+def test_a_conf_edit_and_daemon_reload_add_and_remove_units(make_fleet):
+    host = host_with_generator(make_fleet)
+    host.write_file("/etc/unitgen/conf.yaml", conf(service("db", 7001), service("api", 7002, deps=["db"])))
+    host.boot()
+    host.wait_active("db.service", "api.service")
+
+    host.write_file("/etc/unitgen/conf.yaml", conf(service("db", 7001), service("cache", 7005, deps=["db"])))
+    host.systemctl("daemon-reload")
+    assert not host.exists(f"{GENERATED}/api.service")
+    assert properties(host, "api.service", "LoadState", "ActiveState") == ["not-found", "active"]  # until stopped
+    assert properties(host, "cache.service", "LoadState", "FragmentPath") == ["loaded", f"{GENERATED}/cache.service"]
+    assert host.exists(f"{GENERATED}/multi-user.target.wants/cache.service")
+    host.systemctl("start", "cache.service")
+    host.systemctl("stop", "api.service")
+    assert host.systemctl("is-active", "cache.service").strip() == "active"
+
+    host.power_cut()
+    host.boot()
+    assert host.systemctl("is-active", "db", "cache").split() == ["active"] * 2
+    assert properties(host, "api.service", "LoadState", "ActiveState") == ["not-found", "inactive"]
+
+
+def test_a_broken_conf_is_logged_and_the_boot_reaches_multi_user_target(make_fleet):
+    host = host_with_generator(make_fleet)
+    host.write_file("/etc/unitgen/conf.yaml", conf(
+        service("db", 7001),
+        service("api", 70000),  # not a port: api is left out, and web, which needs it
+        service("web", 7003, deps=["api"]),
+        service("cache", 7005),
+    ))
+    host.write_file("/etc/unitgen/conf.d/extra.yaml", fragment(
+        service("cache", 7006),  # defined twice: left out
+        service("worker", 7007, deps=["db"]),
+    ))
+    host.boot()  # reaches multi-user.target, "running" (not degraded): the broken units simply do not exist
+    assert host.systemctl("is-system-running").strip() == "running"
+    assert host.systemctl("is-active", "db", "worker").split() == ["active"] * 2
+    for unit in ("api", "web", "cache"):
+        assert properties(host, f"{unit}.service", "LoadState") == ["not-found"]
+
+    host.run(["sh", "-c", ": > /dev/kmsg"])  # a regular file standing in for the device
+    host.systemctl("daemon-reload")
+    log = host.read_file("/dev/kmsg").splitlines()
+    prefix = r"<3>unitgen-generator["
+    assert log[0].startswith(prefix) and log[0].endswith("]: /etc/unitgen: 3 problems; left out: api, cache, web")
+    problems = [line.split("]: ", 1)[1] for line in log[1:]]
+    assert problems == [
+        "/etc/unitgen/conf.d/extra.yaml:3:3: services.cache: defined twice: here and at /etc/unitgen/conf.yaml:17:3",
+        "/etc/unitgen/conf.yaml:11:13: services.api.listen: 70000 is above the maximum 65535",
+        "/etc/unitgen/conf.yaml:16:12: services.web.deps[0].service: no service named 'api' in this conf",
+    ]
+    assert "/etc/systemd/system-generators/unitgen failed with exit status 1." in host.journal()
+    assert host.systemctl("is-system-running").strip() == "running"
