@@ -64,6 +64,7 @@ class Standin:
     health: bool = True             # declares health: (dependents GET it) or only listen: (TCP)
     start_time: float = 0.3         # seconds it loads before it serves
     user: Optional[str] = None
+    on_loss: str = "ignore"         # "break": broken for good when a dependency is lost at run time
 
     @property
     def unit(self) -> str:
@@ -138,6 +139,8 @@ def command(fleet: bed.Fleet, topology: Topology, service: Standin) -> List[str]
         argv += ["--dep", f"{dep.service}={address_of(fleet, topology, dep.service, service.host)}"]
     if service.daemon:
         argv += ["--pid-file", service.pid_file]
+    if service.on_loss != "ignore":
+        argv += ["--on-loss", service.on_loss]
     return argv
 
 

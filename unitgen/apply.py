@@ -266,8 +266,13 @@ _COLOURS = {"ok": "green", "waiting": "yellow", "bad": "red"}
 
 
 def status_units(conf: Conf, host: Optional[str]) -> List[str]:
-    """The units of the conf's services on this host, in conf order."""
-    return [p.unit for p in graph.plan(conf, graph.local_host(conf, host))]
+    """The units of the conf's services on this host, in conf order, and the
+    run-time watcher's where this host has one."""
+    from .render import WATCH_UNIT
+    from .watch import watched_services
+
+    plans = graph.plan(conf, graph.local_host(conf, host))
+    return [p.unit for p in plans] + ([WATCH_UNIT] if watched_services(plans) else [])
 
 
 def read_states(units: Sequence[str], bus_address: Optional[str]) -> List[bus.UnitState]:
@@ -300,14 +305,19 @@ def colour_wanted(stream, environ: Dict[str, str]) -> bool:
     return bool(getattr(stream, "isatty", lambda: False)()) and not environ.get("NO_COLOR")
 
 
-def status_table(states: Sequence[bus.UnitState], colour: bool, now: Optional[float] = None) -> List[str]:
-    """One line per unit under a header: UNIT, STATE, SINCE, RESTARTS, STATUS."""
+def status_table(states: Sequence[bus.UnitState], colour: bool, now: Optional[float] = None,
+                 watched: Optional[Dict[str, dict]] = None) -> List[str]:
+    """One line per unit under a header: UNIT, STATE, SINCE, RESTARTS, STATUS.
+
+    ``watched``: the run-time watcher's view (watch.read_state()); a lost
+    dependency is added to the unit's STATUS, with since when and why."""
     import click
 
     now = time.time() if now is None else now
     header = ("UNIT", "STATE", "SINCE", "RESTARTS", "STATUS")
     rows = [(s.unit, _state_cell(s), _age(now - s.since) if s.since else "-", str(s.n_restarts),
-             s.status_text or s.load_error) for s in states]
+             "; ".join(filter(None, [s.status_text or s.load_error, *_lost_texts(watched, s.unit, now)])))
+            for s in states]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(header, widths)) + "  " + header[-1]]
     for state, row in zip(states, rows):
@@ -318,13 +328,26 @@ def status_table(states: Sequence[bus.UnitState], colour: bool, now: Optional[fl
     return lines
 
 
-def status_json(states: Sequence[bus.UnitState]) -> List[str]:
-    """One JSON object per unit, one per line."""
+def status_json(states: Sequence[bus.UnitState], watched: Optional[Dict[str, dict]] = None) -> List[str]:
+    """One JSON object per unit, one per line (``lost``: the watcher's lost dependencies)."""
+    watched = watched or {}
     return [json.dumps({
         "unit": s.unit, "health": _health(s), "load_state": s.load_state, "load_error": s.load_error,
         "active_state": s.active_state, "sub_state": s.sub_state, "since": _iso(s.since),
         "active_since": _iso(s.active_since), "n_restarts": s.n_restarts, "status_text": s.status_text,
-        "main_pid": s.main_pid, "result": s.result}, ensure_ascii=False) for s in states]
+        "main_pid": s.main_pid, "result": s.result,
+        "lost": [{**lost, "since": _iso(lost.get("since"))} for lost in watched.get(s.unit, {}).get("lost", [])],
+    }, ensure_ascii=False) for s in states]
+
+
+def _lost_texts(watched: Optional[Dict[str, dict]], unit: str, now: float) -> List[str]:
+    """``lost postgres (10.0.0.11:5432) 40 s ago: connection refused`` per lost dependency."""
+    texts = []
+    for lost in (watched or {}).get(unit, {}).get("lost", []):
+        since = lost.get("since")
+        when = f" {_age(now - since)}" if since else ""
+        texts.append(f"lost {lost.get('dependency')}{when}: {lost.get('reason')}")
+    return texts
 
 
 def _state_cell(state: bus.UnitState) -> str:

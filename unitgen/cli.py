@@ -438,14 +438,15 @@ def status(conf: str, host: Optional[str], bus_address: Optional[str], as_json: 
            interval: float) -> None:
     """Show each service of the conf on this host: state, since when, restarts, and what it waits for.
 
-    Exit 0 only when every service is active.
+    A dependency the run-time watcher (unitgen watch) finds lost is shown
+    with since when and why. Exit 0 only when every service is active.
 
     \b
     Example:
       unitgen status /etc/unitgen/conf.yaml
       unitgen status conf.yaml --watch
     """
-    from . import apply as applying
+    from . import apply as applying, watch as watching
 
     units = applying.status_units(_load(conf), host)
     colour = not as_json and applying.colour_wanted(sys.stdout, os.environ)
@@ -456,7 +457,9 @@ def status(conf: str, host: Optional[str], bus_address: Optional[str], as_json: 
             click.clear()
         elif last:
             click.echo()
-        lines = applying.status_json(states) if as_json else applying.status_table(states, colour)
+        watched = watching.read_state()
+        lines = (applying.status_json(states, watched) if as_json
+                 else applying.status_table(states, colour, watched=watched))
         click.echo("\n".join(lines), color=colour)
         last[:] = states
 

@@ -1,7 +1,8 @@
 """A stand-in service for the power-cut drill (standard library only).
 
     standin.py NAME --port PORT [--dep LABEL=tcp://HOST:PORT | LABEL=http://URL]...
-               [--on-missing exit|degrade] [--pid-file PATH] [--start-time SECONDS]
+               [--on-missing exit|degrade] [--on-loss ignore|break] [--pid-file PATH]
+               [--start-time SECONDS]
 
 It models the failures unitgen exists for. At start it checks each
 dependency once, as a real service connecting to its database would, then:
@@ -11,6 +12,10 @@ dependency once, as a real service connecting to its database would, then:
 * ``--on-missing degrade``: it starts anyway and stays broken forever, its
   health URL answering 503 (the service that "works" but never recovers
   without a manual restart); 200 when every dependency was there at start;
+* ``--on-loss break``: healthy at start, it keeps checking its dependencies
+  (every 0.5 s) and the first time one does not answer it breaks for good,
+  503 from then on: the service that lost its database at run time and never
+  reconnects, which only a restart mends (``unitgen watch``'s case);
 * ``--pid-file PATH``: it daemonises (double fork) and writes PATH once it
   serves, for ``Type=forking``; the first process exits only then.
 
@@ -28,7 +33,7 @@ start of the unit), ``pid``, ``service``, ``event`` and details. Events:
 "exec started" (``process_started``: when systemd forked the process),
 "dependency reachable at start" / "dependency unreachable at start"
 (``dependency``, ``reason``), "exiting: dependency missing", "serving"
-(``healthy``).
+(``healthy``), "dependency lost at run time" (``dependency``, ``reason``).
 """
 
 import json
@@ -39,6 +44,7 @@ import time
 
 LOG_DIR = "/var/log/standins"
 CHECK_TIMEOUT = 1.0
+LOSS_CHECK_INTERVAL = 0.5
 
 
 class Log:
@@ -88,8 +94,8 @@ def process_started():
 
 def parse_args(argv):
     """The command line as a dict (argparse costs start-up time before "exec started")."""
-    options = {"name": None, "port": None, "deps": [], "on_missing": "exit", "pid_file": None,
-               "start_time": 0.0}
+    options = {"name": None, "port": None, "deps": [], "on_missing": "exit", "on_loss": "ignore",
+               "pid_file": None, "start_time": 0.0}
     words = iter(argv)
     for word in words:
         if word == "--port":
@@ -99,6 +105,8 @@ def parse_args(argv):
             options["deps"].append((label, address))
         elif word == "--on-missing":
             options["on_missing"] = next(words)
+        elif word == "--on-loss":
+            options["on_loss"] = next(words)
         elif word == "--pid-file":
             options["pid_file"] = next(words)
         elif word == "--start-time":
@@ -107,7 +115,8 @@ def parse_args(argv):
             options["name"] = word
         else:
             sys.exit(f"standin: unexpected argument {word!r}")
-    if options["name"] is None or options["port"] is None or options["on_missing"] not in ("exit", "degrade"):
+    if (options["name"] is None or options["port"] is None or options["on_missing"] not in ("exit", "degrade")
+            or options["on_loss"] not in ("ignore", "break")):
         sys.exit(__doc__.split("\n\n")[1])
     return options
 
@@ -144,6 +153,24 @@ def check_dependencies(log, deps):
     return missing
 
 
+def break_on_loss(log, deps, missing):
+    """Keep checking the dependencies; the first that does not answer breaks
+    the service for good (``missing`` is what /health reports)."""
+    import threading
+
+    def watch():
+        while True:
+            for label, address in deps:
+                ok, why = reachable(address)
+                if not ok:
+                    log.event("dependency lost at run time", dependency=label, reason=why)
+                    missing.append(label)
+                    return
+            time.sleep(LOSS_CHECK_INTERVAL)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def make_server(port, missing):
     """An HTTP server on PORT, listening already: /health is 200, or 503 if deps were missing."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -153,7 +180,7 @@ def make_server(port, missing):
             if self.path != "/health":
                 status, body = 404, "no such page\n"
             elif missing:
-                status, body = 503, f"broken: started without {', '.join(missing)}\n"
+                status, body = 503, f"broken: without {', '.join(missing)}\n"
             else:
                 status, body = 200, "ok\n"
             self.send_response(status)
@@ -215,6 +242,8 @@ def main(argv):
         server = daemonise(options["pid_file"], start_serving)
     else:
         server = start_serving()
+    if options["on_loss"] == "break" and not missing:
+        break_on_loss(log, options["deps"], missing)
     server.serve_forever()
     return 0
 

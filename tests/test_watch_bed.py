@@ -1,0 +1,135 @@
+"""on_dependency_loss on real systemd: a service that breaks for good when its
+dependency goes away comes back healthy with nobody touching its host.
+
+B (on h2) depends on A (on h1) and, like the seed's worst case, never
+reconnects once A is gone (standin.py --on-loss break). The stand-ins log
+every start; unitgen-watch logs every decision to the journal.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+import drill
+from drill import Dep, Standin, Topology
+
+SENSITIVE = {"failures": 2, "seconds": "2s"}  # quick to see a loss, so the test is short
+
+
+def two_hosts(mode: str) -> Topology:
+    return Topology(hosts=("h1", "h2"), services=(
+        Standin("a", "h1", 7101),
+        Standin("b", "h2", 7102, deps=(Dep("a"),), on_missing="degrade", on_loss="break"),
+    ))
+
+
+def start(make_fleet, topology: Topology, mode: str, threshold=SENSITIVE):
+    """Install as a user would, start everything, wait until healthy."""
+    fleet = make_fleet(list(topology.hosts))
+    defaults = {"on_dependency_loss": mode, "loss_threshold": threshold, "restart_sec": "1s"}
+    drill.install(fleet, topology, drill.conf_text(fleet, topology, defaults=defaults))
+    for host in fleet:
+        units = [s.unit for s in topology.on(host.name)]
+        if host.exists("/etc/systemd/system/unitgen-watch.service"):
+            host.run(["systemctl", "enable", "--quiet", "unitgen-watch.service"])
+            units.append("unitgen-watch.service")
+        host.run(["systemctl", "start", "--no-block", *units])
+    drill.wait_healthy(fleet, topology)
+    return fleet
+
+
+def starts_of(fleet, topology, service: str) -> int:
+    return len(drill.starts(drill.read_events(fleet, topology), service))
+
+
+def watcher_log(host) -> str:
+    return host.journal("unitgen-watch.service")
+
+
+def wait_for(condition, timeout: float = 60.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_restart_brings_back_a_service_that_lost_its_remote_dependency(make_fleet):
+    topology = two_hosts("restart")
+    fleet = start(make_fleet, topology, "restart")
+    h1, h2 = fleet["h1"], fleet["h2"]
+    before = starts_of(fleet, topology, "b")
+
+    h1.power_cut()  # A's host loses power alone
+    wait_for(lambda: "b.service: lost a (" in watcher_log(h2), what="the watcher to see A lost")
+    h1.boot(wait=False)  # the power comes back; nobody touches h2
+    drill.wait_healthy(fleet, topology)
+
+    log = watcher_log(h2)
+    assert "restarting it (its probe holds it until the dependency is back)" in log
+    assert "b.service: a (" in log and "answers again" in log
+    assert starts_of(fleet, topology, "b") == before + 1  # exactly one restart, and it is healthy
+    status = json.loads(h2.run(["unitgen", "status", drill.CONF_PATH, "--json"]).stdout.splitlines()[0])
+    assert status["unit"] == "b.service" and status["health"] == "ok" and status["lost"] == []
+
+
+def test_status_shows_the_lost_dependency_while_it_is_lost(make_fleet):
+    topology = two_hosts("stop")
+    fleet = start(make_fleet, topology, "stop")
+    h1, h2 = fleet["h1"], fleet["h2"]
+    h1.systemctl("stop", "a.service")
+    wait_for(lambda: "stopping it until it answers again" in watcher_log(h2), what="the watcher to stop B")
+    table = h2.run(["unitgen", "status", drill.CONF_PATH], check=False)
+    assert table.returncode == 1
+    row = next(line for line in table.stdout.splitlines() if line.startswith("b.service"))
+    assert "inactive" in row and "lost a (" in row and "ago: connection refused" in row
+    h1.systemctl("start", "a.service")
+    drill.wait_healthy(fleet, topology)  # stop mode starts it again once A answers
+    assert "answers again" in watcher_log(h2) and "starting it" in watcher_log(h2)
+
+
+def test_a_flapping_dependency_restarts_at_most_once_a_minute(make_fleet):
+    topology = two_hosts("restart")
+    fleet = start(make_fleet, topology, "restart", threshold={"failures": 1, "seconds": 0})
+    h1, h2 = fleet["h1"], fleet["h2"]
+    end = time.monotonic() + 20
+    while time.monotonic() < end:  # A down and up every second for 20 s
+        h1.systemctl("stop", "a.service")
+        time.sleep(1)
+        h1.systemctl("start", "a.service")
+        time.sleep(1)
+    time.sleep(3)
+    log = watcher_log(h2)
+    assert log.count("restarting it") <= 1, log
+    assert "not restarting: restarted" in log or log.count("lost a (") <= 1
+
+
+def test_ignore_keeps_todays_behaviour(make_fleet):
+    topology = two_hosts("ignore")
+    fleet = start(make_fleet, topology, "ignore")
+    h1, h2 = fleet["h1"], fleet["h2"]
+    assert not h2.exists("/etc/systemd/system/unitgen-watch.service")
+    h1.power_cut()
+    h1.boot(wait=False)
+    fleet["h1"].wait_active("a.service")
+    time.sleep(5)
+    assert drill.health(fleet, topology)["b"] == "HTTP status 503"  # broken for good, as before
+
+
+def test_a_local_dependency_needs_no_watcher(make_fleet):
+    """Same host: BindsTo= stops B when A dies, Upholds= starts B again once A is back."""
+    topology = Topology(hosts=("h1",), services=(
+        Standin("a", "h1", 7101),
+        Standin("b", "h1", 7102, deps=(Dep("a"),), on_missing="degrade", on_loss="break"),
+    ))
+    fleet = start(make_fleet, topology, "restart")
+    h1 = fleet["h1"]
+    assert not h1.exists("/etc/systemd/system/unitgen-watch.service")
+    before = starts_of(fleet, topology, "b")
+    h1.systemctl("kill", "-s", "KILL", "a.service")  # A crashes; Restart= brings it back
+    wait_for(lambda: starts_of(fleet, topology, "b") > before, what="B to start again")
+    drill.wait_healthy(fleet, topology)
+    assert starts_of(fleet, topology, "b") == before + 1
