@@ -37,7 +37,6 @@ lookup), and nothing is written outside the output directory.
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Set, TextIO, Tuple
@@ -135,7 +134,7 @@ def read(paths: Sequence[str]) -> Outcome:
         conf = None
         try:
             conf = files.read(left_out)
-            return Outcome(graph.plan(conf, this_host(conf)), problems, left_out, conf.warnings)
+            return Outcome(graph.plan(conf, graph.local_host(conf, dns=False, hint="")), problems, left_out, conf.warnings)
         except ConfigError as exc:
             problems.extend(exc.problems)
             culprits = _culprits(exc.problems, files, conf)
@@ -147,19 +146,6 @@ def read(paths: Sequence[str]) -> Outcome:
         left_out |= culprits
         if left_out >= files.service_names:
             return Outcome([], problems, left_out)
-
-
-def this_host(conf: Conf) -> Optional[str]:
-    """This machine in the conf's hosts:, by its hostname or the hostname's first
-    label, as ``unitgen render`` finds it, but without its DNS lookup: a
-    generator runs before the network is up and must not wait for it."""
-    if not conf.multi_host:
-        return None
-    name = socket.gethostname()
-    for candidate in (name, name.split(".")[0]):
-        if candidate in conf.hosts:
-            return candidate
-    raise UsageError(f"this machine ({name}) is not in the conf's hosts: ({', '.join(sorted(conf.hosts))})")
 
 
 def _culprits(problems: Sequence[Problem], files: ConfFiles, conf: Optional[Conf]) -> Optional[Set[str]]:
@@ -311,14 +297,10 @@ class Log:
 # -- installation: unitgen install-generator ---------------------------------------
 
 def program() -> str:
-    """The installed unitgen-generator: beside unitgen-probe, which the same
-    package installs into the same scripts directory."""
+    """The installed unitgen-generator."""
     from . import paths
 
-    path = os.path.join(os.path.dirname(paths._installed_probe()), IDENTIFIER)
-    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-        raise UnitgenError(f"{path} is not installed (reinstall unitgen with pip)")
-    return path
+    return paths.installed_script(IDENTIFIER)
 
 
 def install(root: str = "/") -> Tuple[str, str]:

@@ -105,8 +105,11 @@ def node_label(node: Node) -> str:
     return name if host is None else f"{name}@{host}"
 
 
-def local_host(conf: Conf, requested: Optional[str] = None) -> Optional[str]:
-    """The host to render for: ``requested``, else this machine by its hostname.
+def local_host(conf: Conf, requested: Optional[str] = None, dns: bool = True,
+               hint: str = "; pass --host NAME") -> Optional[str]:
+    """The host to render for: ``requested``, else this machine by its hostname,
+    the hostname's first label, then (``dns``) its fully qualified name, which
+    asks DNS; a generator, running before the network, says dns=False.
 
     A conf without hosts: runs every service wherever it is rendered (None).
     """
@@ -118,14 +121,13 @@ def local_host(conf: Conf, requested: Optional[str] = None) -> Optional[str]:
         if requested not in conf.hosts:
             raise UsageError(f"--host {requested}: not in the conf's hosts: ({', '.join(sorted(conf.hosts))})")
         return requested
-    names = {socket.gethostname(), socket.gethostname().split(".")[0], socket.getfqdn()}
-    for name in names:
-        if name in conf.hosts:
-            return name
-    raise UsageError(
-        f"this machine ({socket.gethostname()}) is not in the conf's hosts: ({', '.join(sorted(conf.hosts))}); "
-        "pass --host NAME"
-    )
+    name = socket.gethostname()
+    for candidate in (name, name.split(".")[0]):
+        if candidate in conf.hosts:
+            return candidate
+    if dns and socket.getfqdn() in conf.hosts:
+        return socket.getfqdn()
+    raise UsageError(f"this machine ({name}) is not in the conf's hosts: ({', '.join(sorted(conf.hosts))}){hint}")
 
 
 def plan(conf: Conf, host: Optional[str]) -> List[UnitPlan]:

@@ -39,11 +39,13 @@ def probe_command(override: "str | None" = None) -> str:
         if not os.path.isabs(chosen):
             raise UnitgenError(f"the probe path {chosen!r} must be absolute: units run it without a PATH")
         return chosen
-    return _installed_probe()
+    return installed_script(PROBE_SCRIPT)
 
 
 @lru_cache(maxsize=None)
-def _installed_probe() -> str:
+def installed_script(name: str) -> str:
+    """The absolute path of one of unitgen's console scripts: next to this
+    interpreter, in its install scheme's scripts directory, else on PATH."""
     schemes = [sysconfig.get_default_scheme()] if hasattr(sysconfig, "get_default_scheme") else []
     schemes.append(f"{os.name}_user")
     dirs = [Path(sys.executable).parent]
@@ -53,13 +55,12 @@ def _installed_probe() -> str:
         except KeyError:
             continue
     for directory in dirs:
-        candidate = directory / PROBE_SCRIPT
+        candidate = directory / name
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
-    found = shutil.which(PROBE_SCRIPT)
+    found = shutil.which(name)
     if found:
         return os.path.abspath(found)
-    raise UnitgenError(
-        "unitgen-probe is not installed next to this Python (install unitgen with pip), "
-        "and not on PATH; pass --probe /absolute/path/to/unitgen-probe"
-    )
+    hint = "; pass --probe /absolute/path/to/unitgen-probe" if name == PROBE_SCRIPT else ""
+    raise UnitgenError(f"{name} is not installed next to this Python (install unitgen with pip), "
+                       f"and not on PATH{hint}")
