@@ -155,6 +155,7 @@ def probe_ready_times(fleet: bed.Fleet, since: float) -> Dict[str, float]:
 
 def run_unitgen(fleet: bed.Fleet, rng: random.Random, cuts: int, max_delay: float,
                 probe: Optional[str]) -> List[Cut]:
+    """Install the drill's conf, then cut and restore ``cuts`` times; what each cut's logs say."""
     drill.install(fleet, TOPOLOGY, drill.conf_text(fleet, TOPOLOGY), probe)
     results = []
     for _ in range(cuts):
@@ -257,9 +258,8 @@ def main() -> int:
         print(reason, file=sys.stderr)
         return 2
     seed = options.seed if options.seed is not None else random.randrange(1 << 32)
-    chain = " -> ".join(("db", "api", "web", "proxy"))
     print(f"power-cut drill: hosts {' '.join(TOPOLOGY.hosts)}, {len(TOPOLOGY.services)} services, "
-          f"chain {chain} (4 deep); seed {seed}; load average {os.getloadavg()[0]:.1f}")
+          f"chain db -> api -> web -> proxy (4 deep); seed {seed}; load average {os.getloadavg()[0]:.1f}")
     with bed.Fleet(TOPOLOGY.hosts) as fleet:
         report_unitgen(run_unitgen(fleet, random.Random(seed), options.cuts, options.max_delay, options.probe),
                        options.each)

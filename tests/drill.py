@@ -3,7 +3,7 @@ as a user would, cut and restored, and judged from the stand-ins' own logs.
 
     topology = DRILL_TOPOLOGY                       # services on h1, h2, h3
     fleet = bed.Fleet(topology.hosts)
-    install(fleet, topology, conf_text(topology, fleet))   # boots, renders, enables
+    install(fleet, topology, conf_text(fleet, topology))   # boots, renders, enables
     restored = power_cycle(fleet, random.Random(seed))     # cut all, boot in a random order
     wait_healthy(fleet, topology)
     events = read_events(fleet, topology, since=restored)

@@ -75,9 +75,11 @@ def test_status_of_a_waiting_service_says_what_it_waits_for(installed):
     h3, h2 = fleet["h3"], fleet["h2"]
     h3.boot(wait=False)
     # The host of each dependency is off: connecting to it times out.
-    waiting_web = wait_for_status(h3, "web.service", "waiting for api (http://10.248.0.12:7003/health): timed out")
+    api, db = TOPOLOGY["api"], TOPOLOGY["db"]
+    waiting_web = wait_for_status(h3, "web.service",
+                                  f"waiting for api (http://{h2.address}:{api.port}/health): timed out")
     h2.boot(wait=False)
-    waiting_api = wait_for_status(h2, "api.service", "waiting for db (10.248.0.11:7001): timed out")
+    waiting_api = wait_for_status(h2, "api.service", f"waiting for db ({fleet['h1'].address}:{db.port}): timed out")
     print(f"\n{waiting_web}\n{waiting_api}")
     assert "activating (start-pre)" in h2.systemctl("status", "--no-pager", "api.service", check=False)
     fleet["h1"].boot(wait=False)
@@ -160,10 +162,7 @@ def test_a_long_outage_never_ends_in_start_limit_hit(installed):
 
     fleet.boot_all(["h1", "h3"], wait=False)
     drill.wait_healthy(fleet, TOPOLOGY)
-    events = drill.read_events(fleet, TOPOLOGY, since=outage_started)
-    assert_started_in_order(events)
-    api_started = drill.starts(events, "api")
-    print(f"db ready -> api started: {api_started[0]['time'] - drill.ready_times(events, 'db')[0]:.2f} s")
+    assert_started_in_order(drill.read_events(fleet, TOPOLOGY, since=outage_started))
 
 
 def test_without_unitgen_the_same_boot_breaks_services(make_fleet, rng):
