@@ -11,18 +11,18 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from dbus_next import Message
 
 from unitgen import apply, bus
 from unitgen.cli import cli
+from clirunner import cli_runner
 
 ROOT = Path(__file__).resolve().parent.parent
 AUTOHEAL = str(ROOT / "examples/autoheal.yaml")
 
 
 def run(*args):
-    result = CliRunner().invoke(cli, list(args))
+    result = cli_runner().invoke(cli, list(args))
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     return result
 

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from unitgen import __version__
 from unitgen.cli import cli
+from clirunner import cli_runner
 
 ROOT = Path(__file__).resolve().parent.parent
 AUTOHEAL = str(ROOT / "examples/autoheal.yaml")
@@ -19,7 +19,7 @@ PROBE = ["--probe", "/usr/bin/unitgen-probe"]
 
 
 def run(*args):
-    return CliRunner().invoke(cli, list(args))
+    return cli_runner().invoke(cli, list(args))
 
 
 def test_render_prints_units_by_default():

@@ -8,9 +8,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
-from click.testing import CliRunner
 
 from unitgen.cli import cli
+from clirunner import cli_runner
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ services:
 
 def test_table_of_results(tmp_path, servers):
     conf = _conf(tmp_path, *servers)
-    result = CliRunner().invoke(cli, ["probe", conf, "web"])
+    result = cli_runner().invoke(cli, ["probe", conf, "web"])
     assert result.exit_code == 1
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["TARGET", "RESULT", "REASON", "LATENCY"]
@@ -76,7 +76,7 @@ def test_json_and_exit_zero_when_all_answer(tmp_path, servers):
     conf = tmp_path / "conf.yaml"
     conf.write_text(f"web:\n  script: x\n  dep:\n    - {{name: db, host: 127.0.0.1, port: {open_port}}}\n"
                     f"    - {{name: api, url: 'http://127.0.0.1:{http_port}/'}}\n")
-    result = CliRunner().invoke(cli, ["probe", str(conf), "web", "--json"])
+    result = cli_runner().invoke(cli, ["probe", str(conf), "web", "--json"])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [(r["target"], r["kind"], r["ok"]) for r in rows] == [("db", "tcp", True), ("api", "http", True)]
@@ -85,6 +85,6 @@ def test_json_and_exit_zero_when_all_answer(tmp_path, servers):
 
 def test_unknown_service(tmp_path, servers):
     conf = _conf(tmp_path, *servers)
-    result = CliRunner().invoke(cli, ["probe", conf, "wbe"])
+    result = cli_runner().invoke(cli, ["probe", conf, "wbe"])
     assert result.exit_code == 2
     assert "no service named 'wbe'" in result.stderr and "did you mean 'web'?" in result.stderr

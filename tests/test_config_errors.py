@@ -6,9 +6,9 @@ import os
 import textwrap
 
 import pytest
-from click.testing import CliRunner
 
 from unitgen.cli import cli
+from clirunner import cli_runner
 
 # (conf text, expected "LINE:COL: key.path: message" fragments, one per problem)
 BAD = {
@@ -252,7 +252,7 @@ def test_bad_conf_is_reported_at_its_place(tmp_path, case, command):
     conf = _write(tmp_path, text)
     out = tmp_path / "out"
     args = [command, conf] + (["-o", str(out), "--probe", "/usr/bin/unitgen-probe"] if command == "render" else [])
-    result = CliRunner().invoke(cli, args)
+    result = cli_runner().invoke(cli, args)
     assert result.exit_code == 2, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     assert "Traceback" not in result.output
@@ -265,7 +265,7 @@ def test_bad_conf_is_reported_at_its_place(tmp_path, case, command):
 def test_all_problems_are_reported_in_file_order(tmp_path):
     text, expected = BAD["several problems at once"]
     conf = _write(tmp_path, text)
-    result = CliRunner().invoke(cli, ["check", conf])
+    result = cli_runner().invoke(cli, ["check", conf])
     lines = result.stderr.splitlines()
     assert len(lines) == 3
     assert [line.split(":")[1] for line in lines] == ["5", "7", "10"]

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from click.testing import CliRunner
 
 from unitgen import config, graph
 from unitgen.cli import cli
 from unitgen.errors import UsageError
+from clirunner import cli_runner
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden" / "graph"
@@ -23,7 +23,7 @@ PROBE = ["--probe", "/usr/bin/unitgen-probe"]
 
 
 def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
+    return cli_runner().invoke(cli, [str(a) for a in args])
 
 
 def write(tmp_path, text, name="conf.yaml"):

@@ -16,7 +16,6 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from click.testing import CliRunner
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
@@ -24,6 +23,7 @@ from unitgen.cli import cli
 from unitgen_probe import Target, format_argv
 
 from unitverify import expected_dump, verify
+from clirunner import cli_runner
 
 settings.register_profile("default", max_examples=40, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -87,7 +87,7 @@ def render(data_or_text):
         conf.write_text(data_or_text if isinstance(data_or_text, str) else
                         yaml.safe_dump(data_or_text, allow_unicode=True), encoding="utf-8")
     out = work / "out"
-    result = CliRunner().invoke(cli, ["render", str(conf), "-o", str(out), "--probe", PROBE])
+    result = cli_runner().invoke(cli, ["render", str(conf), "-o", str(out), "--probe", PROBE])
     return conf, out, result
 
 

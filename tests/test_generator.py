@@ -13,12 +13,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from unitgen import generator
 from unitgen.cli import cli
 
 from unitverify import verify
+from clirunner import cli_runner
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -126,7 +126,7 @@ def test_same_text_as_unitgen_render_but_for_source_path(run, monkeypatch, tmp_p
     monkeypatch.setattr("socket.gethostname", lambda: f"{host}.example.com" if host else "anything")
     assert run() == 0
     rendered = tmp_path / "rendered"
-    result = CliRunner().invoke(cli, ["render", str(conf), "-o", str(rendered)] + (["--host", host] if host else []))
+    result = cli_runner().invoke(cli, ["render", str(conf), "-o", str(rendered)] + (["--host", host] if host else []))
     assert result.exit_code == 0, result.output
     units = sorted(p.name for p in rendered.glob("*.service"))
     assert units and units == sorted(p.name for p in run.out.glob("*.service"))
@@ -365,7 +365,7 @@ def test_install_generator_links_replaces_its_own_and_refuses_others(tmp_path):
     program = generator.program()
 
     def invoke(*args):
-        return CliRunner().invoke(cli, ["install-generator", "--root", str(tmp_path), *args])
+        return cli_runner().invoke(cli, ["install-generator", "--root", str(tmp_path), *args])
 
     result = invoke()
     assert result.exit_code == 0, result.output

@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from unitgen.cli import cli
+from clirunner import cli_runner
 
 ROOT = Path(__file__).resolve().parent.parent
 MEMORY_LIMIT = 1024 * 1024 * 1024  # 1 GiB of address space for the whole unitgen process
@@ -96,9 +96,9 @@ def test_secrets_never_appear_in_diff_output(tmp_path):
     conf = tmp_path / "conf.yaml"
     out = tmp_path / "out"
     conf.write_text(secret_conf(1))
-    first = CliRunner().invoke(cli, ["render", str(conf), "-o", str(out), "--diff", "--probe", "/bin/true"])
+    first = cli_runner().invoke(cli, ["render", str(conf), "-o", str(out), "--diff", "--probe", "/bin/true"])
     conf.write_text(secret_conf(2))
-    second = CliRunner().invoke(cli, ["render", str(conf), "-o", str(out), "--diff", "--dry-run", "--probe", "/bin/true"])
+    second = cli_runner().invoke(cli, ["render", str(conf), "-o", str(out), "--diff", "--dry-run", "--probe", "/bin/true"])
     for result in (first, second):
         assert result.exit_code == 0, result.output
         assert "hunter2" not in result.output and "s3cr3t" not in result.output and "admin:" not in result.output
@@ -115,7 +115,7 @@ def test_secrets_never_appear_in_diff_output(tmp_path):
 def test_secrets_never_appear_in_errors(tmp_path, deps, health, errors):
     conf = tmp_path / "conf.yaml"
     conf.write_text(f"version: 1\nservices:\n  web:\n    exec: [/bin/true]\n    deps: {deps}\n    health: {health}\n")
-    result = CliRunner().invoke(cli, ["check", str(conf)])
+    result = cli_runner().invoke(cli, ["check", str(conf)])
     assert result.exit_code == 2
     assert len(result.stderr.splitlines()) == errors, result.stderr
     assert "s3cr3t" not in result.output and "admin" not in result.output
@@ -127,7 +127,7 @@ def test_root_is_reported_unless_the_conf_says_so(tmp_path):
     conf = tmp_path / "conf.yaml"
     conf.write_text("version: 1\nservices:\n  a: {exec: [/bin/true]}\n  b: {exec: [/bin/true], user: root}\n"
                     "  c: {script: sudo -u nobody /bin/true}\n")
-    result = CliRunner().invoke(cli, ["check", str(conf)])
+    result = cli_runner().invoke(cli, ["check", str(conf)])
     assert result.exit_code == 0
     warnings = [line for line in result.stderr.splitlines() if "warning" in line]
     assert warnings == [f"{conf}:3:3: a: warning: runs as root: it has no user: (nor sudo -u); "
@@ -137,7 +137,7 @@ def test_root_is_reported_unless_the_conf_says_so(tmp_path):
 def test_unknown_users_and_groups_are_reported(tmp_path):
     conf = tmp_path / "conf.yaml"
     conf.write_text("version: 1\nservices:\n  a: {exec: [/bin/true], user: no_such_user_x, group: no_such_group_x}\n")
-    result = CliRunner().invoke(cli, ["check", str(conf)])
+    result = cli_runner().invoke(cli, ["check", str(conf)])
     assert "a: warning: user 'no_such_user_x' does not exist on this host" in result.stderr
     assert "a: warning: group 'no_such_group_x' does not exist on this host" in result.stderr
 
@@ -165,12 +165,12 @@ def test_a_probe_the_services_user_cannot_run_is_reported(open_dir):
     conf = tmp_path / "conf.yaml"
     conf.write_text("version: 1\nservices:\n  a: {exec: [/bin/true], user: nobody, deps: [{tcp: 'x:1'}]}\n"
                     "  b: {exec: [/bin/true], user: root, deps: [{tcp: 'x:1'}]}\n")
-    result = CliRunner().invoke(cli, ["check", str(conf), "--probe", str(probe)])
+    result = cli_runner().invoke(cli, ["check", str(conf), "--probe", str(probe)])
     lines = [line for line in result.stderr.splitlines() if "cannot reach" in line]
     assert lines == [f"{conf}:3:3: a: warning: its dependency probe runs as nobody, who cannot reach {probe} "
                      f"({hidden} is mode 700); install unitgen where every user can run it, e.g. /usr/local or /opt"]
     hidden.chmod(0o755)
-    result = CliRunner().invoke(cli, ["check", str(conf), "--probe", str(probe)])
+    result = cli_runner().invoke(cli, ["check", str(conf), "--probe", str(probe)])
     assert "cannot reach" not in result.stderr
 
 

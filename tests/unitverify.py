@@ -104,7 +104,7 @@ class _Root:
             "set -e; "
             f"mount -t overlay overlay -o lowerdir=/,upperdir={w}/upper,workdir={w}/work {w}/merged; "
             f"mount -t proc proc {w}/merged/proc; mount --rbind /dev {w}/merged/dev; "
-            f"mount -t tmpfs tmpfs {w}/merged/tmp; mount -t tmpfs tmpfs {w}/merged/run; "
+            f"mount -t tmpfs tmpfs {w}/merged/run; "
             f"exec chroot {w}/merged {' '.join(_VERIFY)} {units}"
         )
         return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
