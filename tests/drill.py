@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import yaml
 
 import bed
-from unitgen import systemd
+from unitgen import paths, systemd
 
 STANDIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "standins", "standin.py")
 CONF_PATH = "/etc/unitgen/conf.yaml"
@@ -35,7 +35,6 @@ UNIT_DIR = "/etc/systemd/system"
 LOG_DIR = "/var/log/standins"
 PID_DIR = "/run/standins"
 RECOVERY_TIMEOUT = 90.0
-PROBE = os.path.join(os.path.dirname(sys.executable), "unitgen-probe")
 
 
 @dataclass(frozen=True)
@@ -269,7 +268,7 @@ def health(fleet: bed.Fleet, topology: Topology) -> Dict[str, str]:
     Asked with unitgen-probe itself, ``--once --json``: one attempt at every
     service's /health, in parallel.
     """
-    argv = [PROBE, "--once", "--json", "--timeout", "1"]
+    argv = [paths.probe_command(), "--once", "--json", "--timeout", "1"]
     for service in topology.services:
         argv += ["http", f"http://{fleet[service.host].address}:{service.port}/health", "--name", service.name]
     result = fleet.run_on_bridge(argv)
