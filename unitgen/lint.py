@@ -103,30 +103,25 @@ def _interpreter(script: str) -> List[str]:
 
 
 def _blocked_at(path: str, ids: Tuple[int, set]) -> Optional[str]:
-    """Where ``path`` stops a user (uid, gids) from executing it, or None."""
+    """Where ``path`` stops a user (uid, gids) from executing it, or None: every
+    directory on the way must let the user through, and the file must be
+    executable by them."""
     parts = os.path.abspath(path).split("/")[1:]
-    current = "/"
-    for part in parts:
+    for depth in range(len(parts) + 1):
+        current = "/" + "/".join(parts[:depth])
         try:
             info = os.stat(current)
         except OSError as exc:
             return f"{current}: {exc.strerror}"
-        if not _allowed(info, ids, stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH):
+        if not _executable_by(info, ids):
             return f"{current} is mode {stat.S_IMODE(info.st_mode):o}"
-        current = os.path.join(current, part)
-    try:
-        info = os.stat(current)
-    except OSError as exc:
-        return f"{exc.strerror}"
-    if not _allowed(info, ids, stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH):
-        return f"{current} is mode {stat.S_IMODE(info.st_mode):o}"
     return None
 
 
-def _allowed(info: os.stat_result, ids: Tuple[int, set], owner: int, group: int, other: int) -> bool:
+def _executable_by(info: os.stat_result, ids: Tuple[int, set]) -> bool:
     uid, gids = ids
     if info.st_uid == uid:
-        return bool(info.st_mode & owner)
+        return bool(info.st_mode & stat.S_IXUSR)
     if info.st_gid in gids:
-        return bool(info.st_mode & group)
-    return bool(info.st_mode & other)
+        return bool(info.st_mode & stat.S_IXGRP)
+    return bool(info.st_mode & stat.S_IXOTH)
