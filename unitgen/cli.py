@@ -254,6 +254,14 @@ def probe(conf: str, service: str, host: Optional[str], timeout: Optional[float]
         sys.exit(1)
 
 
+def _seconds(value: float) -> str:
+    """Tenths of a second, rounded half up on the decimal value (12.35 -> 12.4,
+    as 16.35 -> 16.4: binary floating point would print 12.3 and 16.4)."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    return f"{Decimal(repr(round(value, 9))).quantize(Decimal('0.1'), ROUND_HALF_UP)} s"
+
+
 def _print_table(header, rows) -> None:
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
@@ -337,11 +345,11 @@ def plan(conf: str, default_start: float, as_json: bool) -> None:
     hosts = len(model.hosts) or 1
     click.echo(f"After a full power cut of {hosts} host{'s' if hosts != 1 else ''} "
                f"({len(timings)} service{'s' if len(timings) != 1 else ''}), every host up at t=0:\n")
-    rows = [(str(t.wave), label(t.node), f"{t.start:.1f} s", f"{t.ready:.1f} s" + ("*" if t.assumed else ""),
+    rows = [(str(t.wave), label(t.node), _seconds(t.start), _seconds(t.ready) + ("*" if t.assumed else ""),
              label(t.waits_for) if t.waits_for else "") for t in sorted(timings, key=lambda t: (t.wave, t.start))]
     _print_table(("WAVE", "SERVICE", "START", "READY", "WAITS FOR"), rows)
     click.echo(f"\ncritical path: {' → '.join(label(n) for n in recovery.critical_path)}")
-    click.echo(f"estimated recovery: {recovery.total:.1f} s after the last host is up (worst case)")
+    click.echo(f"estimated recovery: {_seconds(recovery.total)} after the last host is up (worst case)")
     assumed = sum(t.assumed for t in timings)
     if assumed:
         click.echo(f"* no start_time: assumed {default_start:g} s ({assumed} service{'s' if assumed != 1 else ''})")
