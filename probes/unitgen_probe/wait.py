@@ -15,7 +15,7 @@ Timing (monotonic clock throughout):
 - after a failed attempt ends, the next one starts after a random gap
   between `MIN_GAP` and a bound that grows by `GROWTH` per failure up to
   `MAX_GAP`: at most 4 attempts per second per target, a dependency that
-  starts answering is noticed within about 0.45 s, and probes started
+  starts answering is noticed within about 0.35 s, and probes started
   together (a thousand units after a power restore) drift apart at once;
   attempts that fail slowly (timeouts) are spaced by their own duration;
 - a target that passed is not checked again;
@@ -32,7 +32,7 @@ import time
 from .checks import check, check_of
 
 MIN_GAP = 0.25
-MAX_GAP = 0.45
+MAX_GAP = 0.35
 GROWTH = 1.25
 #: How long after the deadline the loop waits for attempts still in flight
 #: (their timeouts end at the deadline), so that the final message gives
