@@ -323,6 +323,7 @@ class Host:
         self._process: Optional[subprocess.Popen] = None   # unshare, parent of PID 1
         self._pidfd: Optional[int] = None
         self._spawned_at = 0.0
+        self._spawned_wall = 0.0
         self._timing = False                       # a boot not yet waited for
         self._lock = threading.RLock()
 
@@ -450,11 +451,13 @@ class Host:
         """The host's journal (of one unit), ``short-precise`` format.
 
         The journal is persistent (/var/log/journal is on the disk), so
-        ``this_boot=False`` shows every boot since the fleet was made.
+        ``this_boot=False`` shows every boot since the fleet was made. A host
+        shares the machine's kernel, hence its boot ID, so journalctl --boot
+        cannot tell its boots apart: this boot is "since its PID 1 was spawned".
         """
         argv = ["journalctl", "--no-pager", "--quiet", "-o", "short-precise"]
         if this_boot:
-            argv.append("--boot")
+            argv.append(f"--since=@{self._spawned_wall:.6f}")
         if unit:
             argv += ["--unit", unit]
         return self.run(argv).stdout
@@ -495,6 +498,7 @@ class Host:
             log.write(f"--- boot {self.boots} of {self.name}\n".encode())
             log.flush()
             self._spawned_at = time.monotonic()
+            self._spawned_wall = time.time()  # hosts share the machine's clock
             self._timing = True
             self._process = subprocess.Popen(
                 self.fleet.keeper_command("-m", "unshare", "--pid", "--fork", "--kill-child=SIGKILL",
