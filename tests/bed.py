@@ -62,7 +62,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional, Union
+from typing import List, Optional, Union
 
 SYSTEMD = "/lib/systemd/systemd"
 CONTAINER = "unitgen-bed"
@@ -106,7 +106,8 @@ BOOT_SCRIPT = r"""
 # of a cgroup namespace rooted at the host's cgroup; or "offline CMD..." to
 # run CMD chrooted in the host's disk, in a throwaway mount namespace.
 # Environment: BED_DISK BED_NAME BED_CGROUP BED_KEEPER BED_ADDRESS BED_MAC
-# BED_CONTAINER BED_SYSTEMD BED_CAPS (setpriv --bounding-set argument).
+# BED_CONTAINER BED_SYSTEMD BED_CAPS (setpriv --bounding-set argument)
+# BED_BINDS (paths the overlay of / cannot show, bound in at the same path).
 set -eu
 root=$BED_DISK/root
 keeper_net=/proc/$BED_KEEPER/ns/net
@@ -142,6 +143,16 @@ mount_api_filesystems() {
     mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$root/tmp"
 }
 
+bind_project() {
+    # The checkout and the interpreter, where the overlay cannot show them
+    # (under /tmp or /run, or on another filesystem): same path inside.
+    printf '%s\n' "$BED_BINDS" | while IFS= read -r path; do
+        [ -n "$path" ] || continue
+        mkdir -p "$root$path"
+        mount --rbind "$path" "$root$path"
+    done
+}
+
 make_dev() {
     dev=$root/dev
     mount -t tmpfs -o mode=755,nosuid,size=4m tmpfs "$dev"
@@ -171,6 +182,7 @@ stage2)
     hostname "$BED_NAME"
     mount_disk
     mount_api_filesystems
+    bind_project
     make_dev
     cd "$root"
     pivot_root . .
@@ -230,6 +242,23 @@ def unavailable_reason() -> Optional[str]:
     if cgroup2_mount() is None:
         return "the systemd test bed needs a cgroup v2 hierarchy"
     return None
+
+
+def hidden_from_hosts() -> List[str]:
+    """The project's checkout and this interpreter's prefixes, where a host's
+    overlay of / would not show them: under /tmp or /run (fresh in every
+    host), or on another filesystem than / (an overlay shows one filesystem).
+    Hosts see them bound in at the same path, so that unitgen, unitgen-probe
+    and the stand-ins run there wherever CI put the clone or its venv."""
+    root_device = os.stat("/").st_dev
+    candidates = {os.path.dirname(os.path.dirname(os.path.abspath(__file__))), sys.prefix, sys.base_prefix}
+    hidden = []
+    for path in sorted(os.path.realpath(p) for p in candidates):
+        under_fresh = any(path == top or path.startswith(top + "/") for top in ("/tmp", "/run"))
+        if under_fresh or os.stat(path).st_dev != root_device:
+            if not any(path.startswith(h + "/") for h in hidden):
+                hidden.append(path)
+    return hidden
 
 
 def cgroup2_mount() -> Optional[str]:
@@ -519,6 +548,7 @@ class Host:
             "BED_CONTAINER": CONTAINER,
             "BED_SYSTEMD": SYSTEMD,
             "BED_CAPS": ",".join(f"-{capability}" for capability in DROPPED_CAPABILITIES),
+            "BED_BINDS": "\n".join(hidden_from_hosts()),
         }
 
     def _await_systemd(self, timeout: float) -> None:
