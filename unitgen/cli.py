@@ -48,6 +48,8 @@ host_option = click.option(
 probe_option = click.option(
     "--probe", "probe_path", metavar="PATH", envvar="UNITGEN_PROBE",
     help="Absolute path of unitgen-probe in the units (default: the one installed with unitgen).")
+force_option = click.option(
+    "--force", is_flag=True, help="Take over files unitgen did not write, or that changed since.")
 bus_option = click.option(
     "--bus-address", metavar="ADDRESS", envvar="DBUS_SYSTEM_BUS_ADDRESS",
     help="D-Bus address of systemd's bus (default: the system bus, unix:path=/run/dbus/system_bus_socket).")
@@ -89,7 +91,7 @@ def cli() -> None:
 @probe_option
 @click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
 @click.option("--diff", "show_diff", is_flag=True, help="Show a unified diff of every changed unit.")
-@click.option("--force", is_flag=True, help="Take over files unitgen did not write, or that changed since.")
+@force_option
 def render(conf: str, output: str, host: Optional[str], probe_path: Optional[str],
            dry_run: bool, show_diff: bool, force: bool) -> None:
     """Render the conf's units for this host into DIR (or print them).
@@ -410,7 +412,7 @@ def import_autoheal(files, host: Optional[str], addresses, output: str, force: b
 @click.option("--wait", type=click.FloatRange(min=0), default=30.0, show_default=True, metavar="SECONDS",
               help="How long to wait for the start/restart/stop jobs; a unit still starting then is reported "
                    "as waiting, and systemd carries on.")
-@click.option("--force", is_flag=True, help="Take over files unitgen did not write, or that changed since.")
+@force_option
 def apply(conf: str, output: str, host: Optional[str], probe_path: Optional[str], bus_address: Optional[str],
           dry_run: bool, no_start: bool, wait: float, force: bool) -> None:
     """Render the conf's units for this host and make systemd run them, over D-Bus.
