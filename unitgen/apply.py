@@ -107,8 +107,7 @@ async def _apply(conf: Conf, host: Optional[str], output: str, probe: Optional[s
         try:
             with OutputDir(output, create=not dry_run, lock=not dry_run) as out:
                 plan = out.plan(units, os.path.abspath(conf.path), force)
-                if plan.conflicts:
-                    out.apply(plan)  # refuses a plan with conflicts, before writing anything: its message
+                out.refuse_conflicts(plan)  # before anything is written or asked of systemd
                 changes = Changes.of(plan)
                 _print_changes(changes, dry_run, echo)
                 idle = await _not_running(manager, changes.unchanged)

@@ -210,10 +210,14 @@ class OutputDir:
 
     # -- writing -------------------------------------------------------------
 
-    def apply(self, plan: Plan) -> None:
-        """Carry out a conflict-free plan (see the module doc for the order)."""
+    def refuse_conflicts(self, plan: Plan) -> None:
+        """Raise OwnershipError naming every file in the way, if any is."""
         if plan.conflicts:
             raise OwnershipError(_conflict_message(self.path, plan.conflicts))
+
+    def apply(self, plan: Plan) -> None:
+        """Carry out a conflict-free plan (see the module doc for the order)."""
+        self.refuse_conflicts(plan)
         manifest = self.read_manifest()
         if not plan.writes and all(c.name in manifest for c in plan.changes):
             return
