@@ -88,6 +88,10 @@ MASKED_UNITS = {
     "dpkg-db-backup.timer": "background job, irrelevant to a host",
     "e2scrub_all.timer": "background job, irrelevant to a host",
     "man-db.timer": "background job, irrelevant to a host",
+    # Daemons installed on the machine for the real-software tests: a host
+    # starts none of them unless a test puts its own unit in their place.
+    "nginx.service": "Debian's nginx, installed for the real-software drills",
+    "redis-server.service": "Debian's redis-server, installed for the real-software drills",
 }
 
 # Every boot after a power cut starts a new journal file (the old one is
