@@ -659,12 +659,18 @@ class Fleet:
 
     Creating it starts the keeper and prepares each host's disk (hostname,
     /etc/hosts naming every host, its own machine-id, masked units, /root
-    made traversable); it boots nothing.
+    made traversable); it boots nothing. ``unmask``: units of MASKED_UNITS
+    left as the machine has them (e.g. Debian's nginx.service, enabled).
     """
 
-    def __init__(self, names: Iterable[str], *, parent_directory: str = "/run"):
+    def __init__(self, names: Iterable[str], *, parent_directory: str = "/run",
+                 unmask: Iterable[str] = ()):
         names = list(names)
         _check_names(names)
+        self.unmask = frozenset(unmask)  # units of MASKED_UNITS this fleet's hosts keep
+        unknown = self.unmask - set(MASKED_UNITS)
+        if unknown:
+            raise ValueError(f"unmask: not masked by the bed: {sorted(unknown)}")
         reason = unavailable_reason()
         if reason:
             raise BedError(reason)
@@ -794,7 +800,7 @@ class Fleet:
             with open(os.path.join(upper, relative), "w") as file:
                 file.write(text)
             os.chmod(os.path.join(upper, relative), 0o644)
-        for unit in MASKED_UNITS:
+        for unit in set(MASKED_UNITS) - self.unmask:
             os.symlink("/dev/null", os.path.join(upper, "etc/systemd/system", unit))
 
     def _wait_all(self, hosts: Sequence[Host], timeout: float) -> None:
