@@ -45,3 +45,47 @@ def test_other_kinds_load_what_they_need(kind, spec, needs):
                             f"main(['--once', {kind!r}, {spec!r}])")
     assert needs <= loaded
     assert "ssl" not in loaded or kind == "http"
+
+
+def _probe_imports():
+    """{module: the probe's own modules it imports (at any depth of its code)}."""
+    import ast
+
+    graph = {}
+    for path in (PROBES / "unitgen_probe").glob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                names |= {node.module} if node.module else {a.name for a in node.names}
+        graph[path.stem] = names
+    return graph
+
+
+def test_the_probe_modules_import_each_other_without_a_circle():
+    graph = _probe_imports()
+    assert graph["frame"] == set()  # the leaf every kind's code stands on
+    done, path = set(), []
+
+    def visit(name):
+        assert name not in path, " -> ".join(path + [name])
+        if name in done:
+            return
+        path.append(name)
+        for other in graph.get(name, ()):
+            visit(other)
+        path.pop()
+        done.add(name)
+
+    for name in graph:
+        visit(name)
+
+
+def test_every_kind_has_its_check_in_the_table():
+    sys.path.insert(0, str(PROBES))
+    try:
+        from unitgen_probe.checks import CHECKS, check_of
+        from unitgen_probe.targets import KINDS
+    finally:
+        sys.path.remove(str(PROBES))
+    assert set(CHECKS) == set(KINDS)
+    assert all(callable(check_of(kind)) for kind in KINDS)

@@ -1,37 +1,15 @@
-"""`check`: one attempt at one target, and its `Result`; the frame the
-checks of each kind work in: a `Budget` of time, and `Failed` with a reason.
+"""`check`: one attempt at one target, and its `Result`; `check_of`: the
+table from a kind to the function that checks it.
 
 The code of each kind is imported on first use, so that a probe that waits
-for a TCP port never loads http.client, ssl or subprocess.
+for a TCP port never loads http.client, ssl or subprocess. The frame they
+work in (`Budget`, `Failed`) is the leaf module `frame`.
 """
 
 from time import monotonic
 
+from .frame import Budget, Failed
 from .targets import DEFAULT_TIMEOUT, Frozen, printable, redact
-
-
-class Failed(Exception):
-    """A check failed; the message is the reason, in words for an operator."""
-
-
-class Budget:
-    """The time one attempt may take: *seconds* from now, on the monotonic clock."""
-
-    __slots__ = ("seconds", "deadline")
-
-    def __init__(self, seconds):
-        self.seconds = seconds
-        self.deadline = monotonic() + seconds
-
-    def left(self):
-        """Seconds left, never negative."""
-        return max(0.0, self.deadline - monotonic())
-
-    def timed_out(self, during="", why=""):
-        """The `Failed` for running out of time, e.g. "timed out after 2 s (host down)"."""
-        during = f" {during}" if during else ""
-        why = f" ({why})" if why else ""
-        return Failed(f"timed out after {self.seconds:g} s{during}{why}")
 
 
 class Result(Frozen):
@@ -76,11 +54,37 @@ def check_of(kind):
     threading would take that thread for the main one and wait for it at
     exit).
     """
-    if kind == "http":
-        from .http_check import check_http
-        return check_http
-    if kind == "exec":
-        from .command import check_exec
-        return check_exec
-    from . import net
-    return getattr(net, "check_" + kind)
+    run = _loaded.get(kind)
+    if run is None:
+        run = _loaded[kind] = CHECKS[kind]()
+    return run
+
+
+def _tcp():
+    from .net import check_tcp
+    return check_tcp
+
+
+def _unix():
+    from .net import check_unix
+    return check_unix
+
+
+def _dns():
+    from .net import check_dns
+    return check_dns
+
+
+def _http():
+    from .http_check import check_http
+    return check_http
+
+
+def _exec():
+    from .command import check_exec
+    return check_exec
+
+
+#: kind -> a function that imports that kind's code and returns its check.
+CHECKS = {"tcp": _tcp, "unix": _unix, "dns": _dns, "http": _http, "exec": _exec}
+_loaded = {}  # kind -> its check, once imported

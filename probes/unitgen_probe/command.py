@@ -10,7 +10,7 @@ import select
 import signal
 import subprocess
 
-from .checks import Failed
+from .frame import Failed
 from .targets import printable
 
 #: How much of the command's output is kept; its last line explains a failure.

@@ -16,7 +16,7 @@ import ssl  # http.client imports it anyway
 from time import monotonic
 from urllib.parse import quote, unquote, urljoin
 
-from .checks import Failed
+from .frame import Failed
 from .net import connect_any, is_address, reason, resolve
 from .targets import UsageError, accepts, parse_url, printable, redact
 

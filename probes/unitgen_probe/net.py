@@ -18,7 +18,7 @@ import _thread  # threading's C core: see wait.py
 import select
 from time import monotonic
 
-from .checks import Failed
+from .frame import Failed
 
 #: Start connecting to the next address this long after the previous one if
 #: that one has not answered yet (RFC 8305's "connection attempt delay").
