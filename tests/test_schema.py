@@ -64,3 +64,13 @@ def test_unitgen_and_jsonschema_agree(index):
 def test_an_unknown_keyword_is_refused():
     with pytest.raises(ValueError, match="not supported"):
         Validator({"type": "object", "dependentRequired": {"a": ["b"]}})
+
+
+def test_the_models_literal_types_are_the_schemas_enums():
+    from typing import get_args
+
+    from unitgen import model
+
+    keys = SCHEMA["$defs"]["service_keys"]["properties"]
+    assert set(get_args(model.ServiceType)) == set(keys["type"]["enum"])
+    assert set(get_args(model.OnLoss)) == set(keys["on_dependency_loss"]["enum"])

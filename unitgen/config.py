@@ -25,12 +25,14 @@ from unitgen_probe import Target, UsageError as ProbeUsageError
 from . import systemd, yamlfile
 from .errors import ConfigError, Mark, Problem
 from .model import (
+    CheckDependency,
     Conf,
     Dependency,
     Host,
     LossThreshold,
     ProbeSettings,
     Service,
+    ServiceDependency,
 )
 from .schema import describe, did_you_mean, format_path, validator
 from .yamlfile import MarkedMap
@@ -154,7 +156,7 @@ class _Reader:
         name = item.get("name")
         timeout = _span(item.get("timeout"))
         if "service" in item:
-            return Dependency(service=item["service"], name=name, timeout=timeout, mark=mark)
+            return ServiceDependency(item["service"], name=name, timeout=timeout, mark=mark)
         kind, spec = _dependency_kind(item)
         try:
             target = Target(
@@ -164,7 +166,7 @@ class _Reader:
         except ProbeUsageError as exc:
             self.problem(str(exc), keys, mark)
             return None
-        return Dependency(target=target, name=name, timeout=timeout, mark=mark)
+        return CheckDependency(target, mark=mark)
 
     def finish_service(self, name: str, keys: Tuple[Any, ...], mark: Optional[Mark], **fields: Any) -> Optional[Service]:
         try:
@@ -182,7 +184,7 @@ class _Reader:
         names = list(services)
         for service in services.values():
             for i, dep in enumerate(service.deps):
-                if dep.service is not None and dep.service not in services:
+                if isinstance(dep, ServiceDependency) and dep.service not in services:
                     self.problem(
                         f"no service named {dep.service!r} in this conf{did_you_mean(dep.service, names)}",
                         self.service_keys(service.name) + ("deps", i, "service"), dep.mark,

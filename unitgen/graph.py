@@ -34,7 +34,7 @@ from unitgen_probe import Target
 from . import systemd
 from .config import join_host_port
 from .errors import ConfigError, Problem, UsageError
-from .model import Conf, Dependency, Service
+from .model import CheckDependency, Conf, Dependency, Service
 
 # A node of the fleet graph: a service on a host (host None in a conf without hosts:).
 Node = Tuple[str, Optional[str]]
@@ -160,7 +160,7 @@ def check(conf: Conf, graph: "Optional[Graph]" = None) -> List[Problem]:
     problems: List[Problem] = []
     for service in conf.services.values():
         for dep in service.deps:
-            if dep.service is not None:
+            if not isinstance(dep, CheckDependency):
                 other = conf.services[dep.service]
                 if not (other.health or other.listen):
                     problems.append(Problem(
@@ -182,7 +182,7 @@ def _resolve(conf: Conf, service: Service, host: Optional[str]):
     after: List[str] = []
     remote: List[Target] = []
     for dep in service.deps:
-        if dep.target is not None:
+        if isinstance(dep, CheckDependency):
             targets.append(dep.target)
             remote.append(dep.target)
             continue
@@ -245,7 +245,7 @@ class Graph:
     def _add_edges(self, node: Node) -> None:
         name, host = node
         for dep in self.conf.services[name].deps:
-            if dep.service is not None:
+            if not isinstance(dep, CheckDependency):
                 other = self.conf.services[dep.service]
                 where = placements(self.conf, other)
                 kind = "http" if other.health else "tcp"

@@ -22,7 +22,7 @@ from typing import Iterable, List, Optional, Tuple
 
 from .errors import Problem
 from .graph import placements
-from .model import Conf, Service
+from .model import CheckDependency, Conf, Service
 
 _SECRET_NAME = re.compile(r"PASS(WORD|WD)?|SECRET|TOKEN|API_?KEY|PRIVATE_?KEY|CREDENTIAL", re.I)
 
@@ -55,7 +55,7 @@ def _secrets(service: Service) -> Iterable[Problem]:
             yield _warn(service, f"environment {name} looks like a secret, and unit files are world-readable: "
                                  "put it in an environment_file: readable by root only")
     for dep in service.deps:
-        if dep.target is not None and dep.target.kind == "http" and "@" in dep.target.address.netloc:
+        if isinstance(dep, CheckDependency) and dep.target.kind == "http" and "@" in dep.target.address.netloc:
             yield Problem("a dependency URL holds credentials, which end up in the world-readable unit file",
                           dep.mark, service.name)
 

@@ -9,11 +9,16 @@ reference to another service of the conf, resolved per host by graph.py.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Literal, Optional, Tuple, Union
 
 from unitgen_probe import Target
 
 from .errors import Mark, Problem
+
+# What a conf may say (schema.json's enums; tests/test_schema.py holds them equal).
+Format = Literal["autoheal", "native"]
+ServiceType = Literal["exec", "simple", "forking", "notify"]
+OnLoss = Literal["ignore", "restart", "stop"]
 
 DEFAULT_DEADLINE = 60.0
 DEFAULT_ATTEMPT_TIMEOUT = 2.0
@@ -41,14 +46,27 @@ class LossThreshold:
 
 
 @dataclass(frozen=True)
-class Dependency:
-    """One thing a service needs: a direct check, or another service by name."""
+class CheckDependency:
+    """A check the probe runs as is (tcp:, http:, ...): the probe's own Target,
+    which carries its name and timeout."""
 
-    target: Optional[Target] = None
-    service: Optional[str] = None
+    target: Target
+    mark: Optional[Mark] = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class ServiceDependency:
+    """Another service of the conf, by name; graph.py resolves it per host into
+    ordering and checks of that service's listen:/health:."""
+
+    service: str
     name: Optional[str] = None
     timeout: Optional[float] = None
     mark: Optional[Mark] = field(default=None, compare=False)
+
+
+# One thing a service needs: exactly one of the two, never both, never neither.
+Dependency = Union[CheckDependency, ServiceDependency]
 
 
 @dataclass(frozen=True)
@@ -63,7 +81,7 @@ class Service:
     environment: Tuple[Tuple[str, str], ...] = ()
     environment_files: Tuple[str, ...] = ()
     pid_file: Optional[str] = None
-    type: str = "exec"
+    type: ServiceType = "exec"
     restart_sec: float = DEFAULT_RESTART_SEC
     wanted_by: Tuple[str, ...] = ("multi-user.target",)
     hosts: Tuple[str, ...] = ()
@@ -71,7 +89,7 @@ class Service:
     health: Optional[str] = None
     deps: Tuple[Dependency, ...] = ()
     probe: ProbeSettings = ProbeSettings()
-    on_dependency_loss: str = "ignore"
+    on_dependency_loss: OnLoss = "ignore"
     loss_threshold: LossThreshold = LossThreshold()
     start_time: Optional[float] = None
     raw: Tuple[Tuple[str, Tuple[Tuple[str, str], ...]], ...] = ()
@@ -93,7 +111,7 @@ class Host:
 @dataclass
 class Conf:
     path: str
-    format: str  # "autoheal" or "native"
+    format: Format
     services: Dict[str, Service]
     hosts: Dict[str, Host] = field(default_factory=dict)
     warnings: List[Problem] = field(default_factory=list)
