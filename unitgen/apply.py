@@ -36,7 +36,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Literal, Optional, Sequence
 
 from . import bus, graph, systemd
 from .errors import UnitgenError
@@ -53,6 +53,8 @@ DEFAULT_OUTPUT = "/etc/systemd/system"
 DEFAULT_WAIT = 30.0
 
 Echo = Callable[[str], None]
+JobKind = Literal["start", "restart", "stop"]
+Verdict = Literal["ok", "waiting", "failed"]
 
 
 @dataclass
@@ -60,8 +62,8 @@ class Outcome:
     """What became of one unit apply queued a job for (or tried to)."""
 
     unit: str
-    kind: str  # "start", "restart" or "stop"
-    verdict: str  # "ok", "waiting" or "failed"
+    kind: JobKind
+    verdict: Verdict
     detail: str
 
     @property

@@ -33,7 +33,7 @@ import os
 import stat
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Literal, Optional, Tuple
 
 from .errors import OwnershipError, UnitgenError
 
@@ -47,12 +47,17 @@ def digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+# unchanged: same content, ours; adopt: same content, not yet in the manifest;
+# forget: ours, gone from the disk (only the manifest entry goes).
+Action = Literal["create", "update", "remove", "unchanged", "adopt", "forget"]
+
+
 @dataclass
 class Change:
     """What happens to one file: create, update, remove, unchanged or adopt."""
 
     name: str
-    action: str
+    action: Action
     old: Optional[str] = None  # current content, when it is a regular file
     new: Optional[str] = None  # content to write
 
@@ -65,7 +70,7 @@ class Plan:
     changes: List[Change] = field(default_factory=list)
     conflicts: List[str] = field(default_factory=list)
 
-    def named(self, *actions: str) -> List[str]:
+    def named(self, *actions: Action) -> List[str]:
         return [c.name for c in self.changes if c.action in actions]
 
     @property

@@ -34,13 +34,16 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Literal, Optional, Sequence, Tuple
 
 from unitgen_probe import Result, Target, check
 
 CHECK_INTERVAL = 2.0
 RESTART_INTERVAL = 60.0
 STATE_FILE = "/run/unitgen/watch.json"
+
+Mode = Literal["restart", "stop"]  # on_dependency_loss, but for ignore: not watched
+WatchAction = Literal["restart", "stop", "start", "none"]
 
 
 @dataclass
@@ -64,7 +67,7 @@ class Watched:
     """A service the watcher acts on, with its remote dependencies."""
 
     unit: str
-    mode: str  # "restart" or "stop"
+    mode: Mode
     failures: int  # loss threshold
     seconds: float
     dependencies: List[Dependency]
@@ -81,7 +84,7 @@ class Decision:
     """What the watcher does about one service after one check."""
 
     unit: str
-    action: str  # "restart", "stop", "start", or "none"
+    action: WatchAction
     message: str
 
 
