@@ -186,6 +186,27 @@ def check_unit_reference(name: str) -> None:
         raise Unexpressible(f"{name!r} is not a unit name (such as multi-user.target)")
 
 
+# [Install] settings that ``systemctl enable`` turns into links: the suffix of
+# the target's directory, or None for Alias= (a link beside the unit).
+INSTALL_LINKS = {"WantedBy": ".wants", "RequiredBy": ".requires", "UpheldBy": ".upholds", "Alias": None}
+_INSTALL_SEPARATOR = re.compile(r"[ \t]+")  # systemd's WHITESPACE, less the line breaks raw() refuses
+
+
+def install_words(text: str) -> "list[str]":
+    """The unit names of a raw [Install] WantedBy=/RequiredBy=/UpheldBy=/Alias=
+    value, split as systemd splits it (on spaces and tabs), each checked to be
+    a unit name that systemd reads exactly as written: quotes, escapes and %
+    specifiers, which systemd would unquote or expand, are refused."""
+    words = [w for w in _INSTALL_SEPARATOR.split(text) if w]
+    if not words:
+        raise Unexpressible("names no unit")
+    for word in words:
+        if "\\" in word or not _UNIT_REF.match(word) or len(word) > UNIT_NAME_MAX:
+            raise Unexpressible(f"{word!r} is not a unit name (such as multi-user.target; "
+                                "quotes, \\ escapes and % specifiers are not read as written here)")
+    return words
+
+
 # --- time spans -------------------------------------------------------------
 
 _SPAN_UNITS = {
