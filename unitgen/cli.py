@@ -140,12 +140,19 @@ def _print_diffs(plan, output: str) -> None:
 
     for change in plan.changes:
         if change.action in ("create", "update", "remove"):
-            old = redact_unit(change.old or "").splitlines(keepends=True)
-            new = redact_unit(change.new or "").splitlines(keepends=True)
+            old, new = _unit_lines(redact_unit(change.old or "")), _unit_lines(redact_unit(change.new or ""))
             path = os.path.join(output, change.name)
             click.echo("".join(difflib.unified_diff(
                 old, new, "/dev/null" if change.action == "create" else path,
                 "/dev/null" if change.action == "remove" else path)), nl=False)
+
+
+def _unit_lines(text: str) -> List[str]:
+    """A unit's lines as systemd reads them: split at \n only (splitlines() would
+    also split at U+2028 and others, showing lines systemd never sees)."""
+    import re
+
+    return re.findall(r"[^\n]*\n|[^\n]+\Z", text)
 
 
 def _print_plan(plan, output: str, dry_run: bool) -> None:

@@ -33,6 +33,7 @@ from .model import (
     ProbeSettings,
     Service,
     ServiceDependency,
+    WATCH_UNIT,
 )
 from .schema import describe, did_you_mean, format_path, validator
 from .yamlfile import MarkedMap
@@ -61,11 +62,15 @@ class _Reader:
 
     format = ""
 
-    def __init__(self, path: str, data: MarkedMap):
+    def __init__(self, path: str, data: MarkedMap, reserved: Optional[Dict[str, Mark]] = None):
+        """``reserved``: unit names of services left out of ``data`` (the
+        generator's leave_out) -> where they are defined; no alias takes them."""
         self.path = path
         self.data = data
         self.problems: List[Problem] = []
         self.warnings: List[Problem] = []
+        self.reserved = dict(reserved or {})
+        self.alias_marks: Dict[Tuple[str, str], Tuple[Tuple[Any, ...], Optional[Mark]]] = {}
 
     def read(self) -> Conf:
         self.problems = validator().validate(self.data)
@@ -80,6 +85,7 @@ class _Reader:
                 services[name] = service
         if not broken:
             self.check_references(services, hosts)
+        self.check_unit_names(services)
         if self.problems:
             raise ConfigError(self.problems)
         return Conf(self.path, self.format, services, hosts, self.warnings)
@@ -189,6 +195,29 @@ class _Reader:
                         f"no service named {dep.service!r} in this conf{did_you_mean(dep.service, names)}",
                         self.service_keys(service.name) + ("deps", i, "service"), dep.mark,
                     )
+
+    def check_unit_names(self, services: Dict[str, Service]) -> None:
+        """Every unit name and alias belongs to one service: an alias can take
+        neither another service's unit name (whichever file defines it) nor
+        another service's alias; each such alias is a problem naming the other
+        place."""
+        owners: Dict[str, List[Tuple[str, Optional[Mark]]]] = {}
+        for unit, mark in self.reserved.items():
+            owners.setdefault(unit, []).append(("", mark))
+        for service in services.values():
+            owners.setdefault(systemd.unit_name(service.name), []).append(("", service.mark))
+        for service in services.values():
+            for alias in service.aliases:
+                owners.setdefault(alias, []).append((service.name, self.alias_marks[service.name, alias][1]))
+        for service in services.values():
+            for alias in service.aliases:
+                keys, mark = self.alias_marks[service.name, alias]
+                for other, where in owners[alias]:
+                    if other == service.name:
+                        continue
+                    what = f"an alias of service {other!r}" if other else "the unit of another service"
+                    self.problem(f"Alias={alias} is also {what}, at {where}; one unit name, one service",
+                                 keys, mark)
 
     def service_keys(self, name: str) -> Tuple[Any, ...]:
         raise NotImplementedError
@@ -307,7 +336,7 @@ class _NativeReader(_Reader):
             pid_file=pid_file,
             type=unit_type,
             restart_sec=_span(raw.get("restart_sec"), Service.restart_sec),
-            wanted_by=self.unit_references(raw, "wanted_by", keys) or Service.wanted_by,
+            **self.install_settings(name, raw, keys),
             hosts=self.placement(raw, keys, mark, hosts),
             listen=raw.get("listen"),
             health=self.health(raw, keys),
@@ -320,6 +349,50 @@ class _NativeReader(_Reader):
             start_time=_span(raw.get("start_time")),
             raw=self.raw_directives(raw, keys),
         )
+
+    def install_settings(self, name: str, raw: MarkedMap, keys) -> Dict[str, Tuple[str, ...]]:
+        """wanted_by, and the raw [Install] settings that make links, as typed
+        unit names (the generator links from these, never from a unit's text)."""
+        settings: Dict[str, List[str]] = {
+            "wanted_by": list(self.unit_references(raw, "wanted_by", keys) or Service.wanted_by),
+            "required_by": [], "upheld_by": [], "aliases": [],
+        }
+        field_of = {"WantedBy": "wanted_by", "RequiredBy": "required_by", "UpheldBy": "upheld_by", "Alias": "aliases"}
+        directives = (raw.get("systemd") or {}).get("Install") or {}
+        unit = systemd.unit_name(name) if _unit_name_ok(name) else None
+        for key, value in directives.items():
+            where, mark = keys + ("systemd", "Install", key), directives.mark_of(key)
+            if key == "Also":
+                self.problem("Also= enables other units, which the generator cannot do for units it does not "
+                             "make; give those units their own WantedBy=", where, mark)
+            if key not in field_of:
+                continue
+            for item in value if isinstance(value, list) else [value]:
+                try:
+                    words = systemd.install_words(str(item))
+                except systemd.Unexpressible as exc:
+                    self.problem(str(exc), where, mark)
+                    continue
+                for word in words:
+                    if key == "Alias" and not self.alias_ok(word, unit, where, mark):
+                        continue
+                    settings[field_of[key]].append(word)
+                    if key == "Alias":
+                        self.alias_marks.setdefault((name, word), (where, mark))
+        return {k: tuple(dict.fromkeys(v)) for k, v in settings.items()}
+
+    def alias_ok(self, alias: str, unit: Optional[str], where, mark) -> bool:
+        """An alias systemd accepts for a service's unit and that is not unitgen's own."""
+        if not alias.endswith(".service") or "@" in alias:
+            self.problem(f"Alias={alias}: an alias of a service is a NAME.service (not a template instance)",
+                         where, mark)
+        elif alias == unit:
+            self.problem(f"Alias={alias} is the service's own unit name", where, mark)
+        elif alias == WATCH_UNIT:
+            self.problem(f"Alias={alias} is unitgen's own (its run-time watcher)", where, mark)
+        else:
+            return True
+        return False
 
     def unit_references(self, raw: MarkedMap, key: str, keys) -> Tuple[str, ...]:
         value = raw.get(key)
@@ -368,6 +441,8 @@ class _NativeReader(_Reader):
         for section, directives in (raw.get("systemd") or {}).items():
             lines = []
             for key, value in directives.items():
+                if section == "Install" and key in systemd.INSTALL_LINKS:
+                    continue  # typed: install_settings()
                 for item in value if isinstance(value, list) else [value]:
                     text = ("yes" if item else "no") if isinstance(item, bool) else str(item)
                     try:
@@ -476,7 +551,7 @@ class ConfFiles:
         """The files as one validated Conf; raises ConfigError with every problem."""
         problems: List[Problem] = []
         data = self._combine(set(leave_out), problems)
-        reader = (_NativeReader if self.native else _AutohealReader)(self.paths[0], data)
+        reader = (_NativeReader if self.native else _AutohealReader)(self.paths[0], data, self._units_of(leave_out))
         try:
             conf = reader.read()
         except ConfigError as exc:
@@ -484,6 +559,16 @@ class ConfFiles:
         if problems:
             raise ConfigError(problems)
         return conf
+
+    def _units_of(self, names: Iterable[str]) -> Dict[str, Mark]:
+        """The unit names of these services -> where they are defined."""
+        units: Dict[str, Mark] = {}
+        for _, data in self.documents:
+            section = data.get("services") if self.native else data
+            for name in names:
+                if isinstance(section, dict) and name in section and isinstance(name, str) and _unit_name_ok(name):
+                    units[systemd.unit_name(name)] = section.key_mark_of(name)
+        return units
 
     def service_of(self, problem: Problem) -> Optional[str]:
         """The service ``problem`` lies in, by its key path; None for the conf as a whole."""
@@ -632,6 +717,14 @@ def _status(value: Any) -> Optional[Tuple[str, ...]]:
 
 def _span(value: Any, default: Optional[float] = None) -> Optional[float]:
     return default if value is None else systemd.parse_timespan(value)
+
+
+def _unit_name_ok(name: str) -> bool:
+    try:
+        systemd.unit_name(name)
+        return True
+    except systemd.Unexpressible:
+        return False
 
 
 def _default_description(name: str) -> str:

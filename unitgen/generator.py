@@ -41,6 +41,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Set, TextIO, Tuple
 
+from . import systemd
 from .errors import ConfigError, Mark, Problem, UnitgenError, UsageError
 
 if TYPE_CHECKING:
@@ -54,8 +55,6 @@ IDENTIFIER = "unitgen-generator"
 LINK = "etc/systemd/system-generators/unitgen"  # below the root; systemd runs what it points to
 _KMSG_LINE_MAX = 900  # bytes: the kernel refuses a longer record
 _ERROR, _WARNING = 3, 4  # syslog priorities
-# [Install] settings that ``systemctl enable`` turns into links in TARGET<suffix>/.
-_DEPENDENCY_DIRS = {"WantedBy": ".wants", "RequiredBy": ".requires", "UpheldBy": ".upholds"}
 
 
 def main(argv: Optional[Sequence[str]] = None, log: Optional[Log] = None) -> int:
@@ -174,7 +173,7 @@ def _render_and_write(out_dir: str, outcome: Outcome, conf_dir: str, first_file:
     one is needed (it reads the conf directory, as the generator does; its
     SourcePath= is the first file); write each with its links. A unit that
     cannot be written is a problem; it does not stop the others."""
-    from .render import WATCH_UNIT, Renderer
+    from .render import WATCH_UNIT, WATCH_WANTED_BY, Renderer
 
     try:
         renderer = Renderer()
@@ -185,14 +184,11 @@ def _render_and_write(out_dir: str, outcome: Outcome, conf_dir: str, first_file:
     units = []
     for plan in outcome.plans:
         source = plan.service.mark.file
-        units.append((plan.service.name, plan.unit, renderer.unit(plan, source, source), plan.service.mark))
+        units.append((plan.service.name, plan.unit, renderer.unit(plan, source, source), install_links(plan)))
     watcher = renderer.watcher(outcome.plans, ["--conf-dir", conf_dir], first_file, first_file)
     if watcher:
-        units.append((WATCH_UNIT[:-len(".service")], WATCH_UNIT, watcher, None))
-    for name, unit, text, mark in units:
-        links, not_units = install_links(unit, text)
-        outcome.warnings += [Problem(f"{unit}: [Install] {setting}: not a unit name; no link made", mark)
-                             for setting in not_units]
+        units.append((WATCH_UNIT[:-len(".service")], WATCH_UNIT, watcher, _links(WATCH_UNIT, WATCH_WANTED_BY)))
+    for name, unit, text, links in units:
         try:
             write_unit(out_dir, unit, text, links)
         except OSError as exc:
@@ -202,30 +198,27 @@ def _render_and_write(out_dir: str, outcome: Outcome, conf_dir: str, first_file:
             outcome.left_out.add(name)
 
 
-def install_links(unit: str, text: str) -> Tuple[List[str], List[str]]:
-    """The links ``systemctl enable`` makes from the [Install] section of a
-    unit's text, as paths below the output directory (TARGET.wants/UNIT,
-    ..., ALIAS), and the settings there naming no unit (no link for them)."""
-    from . import systemd
+def install_links(plan: UnitPlan) -> List[str]:
+    """The links ``systemctl enable`` makes for a unit from its [Install]
+    section, as paths below the output directory (TARGET.wants/UNIT, ...,
+    ALIAS). They come from the model, the very values the [Install] lines
+    were rendered from: never from reading a unit's text back, which
+    could split a line where systemd does not."""
+    s = plan.service
+    return _links(plan.unit, s.wanted_by, s.required_by, s.upheld_by, s.aliases)
 
-    links: List[str] = []
-    not_units: List[str] = []
-    section = ""
-    for line in text.splitlines():
-        if line.startswith("["):
-            section = line
-            continue
-        key, _, value = line.partition("=")
-        if section != "[Install]" or (key not in _DEPENDENCY_DIRS and key != "Alias"):
-            continue
-        for name in value.split():
-            try:
-                systemd.check_unit_reference(name)
-            except systemd.Unexpressible:
-                not_units.append(f"{key}={name}")
-                continue
-            links.append(f"{name}{_DEPENDENCY_DIRS[key]}/{unit}" if key in _DEPENDENCY_DIRS else name)
-    return list(dict.fromkeys(links)), not_units
+
+def _links(unit: str, wanted_by: Sequence[str] = (), required_by: Sequence[str] = (),
+           upheld_by: Sequence[str] = (), aliases: Sequence[str] = ()) -> List[str]:
+    suffix = systemd.INSTALL_LINKS
+    links = [f"{target}{suffix['WantedBy']}/{unit}" for target in wanted_by]
+    links += [f"{target}{suffix['RequiredBy']}/{unit}" for target in required_by]
+    links += [f"{target}{suffix['UpheldBy']}/{unit}" for target in upheld_by]
+    links += list(aliases)
+    for link in links:  # the model holds unit names only; a path here is a bug, not a conf
+        if any(part in ("", ".", "..") for part in link.split("/")) or link.count("/") > 1:
+            raise AssertionError(f"{unit}: a link {link!r} that is not a unit name")
+    return list(dict.fromkeys(links))
 
 
 def write_unit(out_dir: str, unit: str, text: str, links: Sequence[str]) -> None:
@@ -277,7 +270,7 @@ class Log:
     def write(self, priority: int, message: str) -> None:
         """One kmsg record (``<PRIORITY>unitgen-generator[PID]: message``) per line."""
         level = "warning: " if priority == _WARNING else ""
-        for line in message.splitlines():
+        for line in message.split("\n"):  # not splitlines(): a record per line as a terminal shows it
             if self.fd >= 0:
                 record = f"<{priority}>{IDENTIFIER}[{os.getpid()}]: {level}{line}".encode("utf-8", "replace")
                 record = record[:_KMSG_LINE_MAX].decode("utf-8", "ignore").encode("utf-8") + b"\n"

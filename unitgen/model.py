@@ -26,6 +26,8 @@ DEFAULT_RESTART_SEC = 3.0
 # TimeoutStartSec= applies to the probe (an ExecStartPre=): it must outlast
 # the probe's deadline, so that the probe, not systemd, decides when to give up.
 START_TIMEOUT_MARGIN = 30.0
+# The run-time watcher's unit (render.py); no service or alias may take its name.
+WATCH_UNIT = "unitgen-watch.service"
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,11 @@ class Service:
     type: ServiceType = "exec"
     restart_sec: float = DEFAULT_RESTART_SEC
     wanted_by: Tuple[str, ...] = ("multi-user.target",)
+    # The rest of [Install] that makes links (raw Install: RequiredBy=, UpheldBy=,
+    # Alias=): kept typed, so that the generator links from these, never from text.
+    required_by: Tuple[str, ...] = ()
+    upheld_by: Tuple[str, ...] = ()
+    aliases: Tuple[str, ...] = ()
     hosts: Tuple[str, ...] = ()
     listen: Optional[int] = None
     health: Optional[str] = None

@@ -19,9 +19,9 @@ import jinja2
 from unitgen_probe import format_argv
 
 from . import graph, paths, systemd
-from .model import START_TIMEOUT_MARGIN, Conf
+from .model import START_TIMEOUT_MARGIN, WATCH_UNIT, Conf
 
-WATCH_UNIT = "unitgen-watch.service"
+WATCH_WANTED_BY = ("multi-user.target",)  # the watcher's [Install] (templates/watch.j2)
 _DIRECTIVE = re.compile(r"[A-Z][A-Za-z0-9]*\Z")
 # A line a unit may not hold: neither a comment, a section, one directive nor
 # empty, or one ending in a backslash (which would join the next line).
@@ -98,7 +98,8 @@ class Renderer:
             return None
         # unitgen is installed beside unitgen-probe: one package, one scripts directory
         command = [os.path.join(os.path.dirname(self.probe), "unitgen"), "watch", *conf_args]
-        text = self.watch_template.render(source=source, source_path=source_path, command=command)
+        text = self.watch_template.render(source=source, source_path=source_path, command=command,
+                                          wanted_by=WATCH_WANTED_BY)
         _check_shape(text)
         return text
 
