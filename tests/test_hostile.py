@@ -123,15 +123,15 @@ def test_secrets_never_appear_in_errors(tmp_path, deps, health, errors):
 
 # -- privilege -----------------------------------------------------------------------
 
-def test_root_is_reported_unless_the_conf_says_so(tmp_path):
+def test_root_is_reported_even_when_the_conf_says_so(tmp_path):
     conf = tmp_path / "conf.yaml"
     conf.write_text("version: 1\nservices:\n  a: {exec: [/bin/true]}\n  b: {exec: [/bin/true], user: root}\n"
                     "  c: {script: sudo -u nobody /bin/true}\n")
     result = cli_runner().invoke(cli, ["check", str(conf)])
     assert result.exit_code == 0
     warnings = [line for line in result.stderr.splitlines() if "warning" in line]
-    assert warnings == [f"{conf}:3:3: a: warning: runs as root: it has no user: (nor sudo -u); "
-                        "say user: root if that is meant"]
+    assert warnings == [f"{conf}:3:3: a: warning: runs as root: it has no user: (nor a sudo -u that could "
+                        "become User=)", f"{conf}:4:3: b: warning: runs as root: user: root"]
 
 
 def test_unknown_users_and_groups_are_reported(tmp_path):

@@ -64,10 +64,11 @@ def _load(conf_path: str):
 
 
 def _print_warnings(warnings: List[Problem]) -> None:
-    for warning in warnings:
-        where = f"{warning.mark}: " if warning.mark else ""
-        key = f"{warning.path}: " if warning.path else ""
-        click.echo(f"{where}{key}warning: {warning.message}", err=True)
+    """Each warning as errors are printed (one line, escaped, short), at most MAX_PROBLEMS."""
+    for warning in warnings[:MAX_PROBLEMS]:
+        click.echo(warning.format("warning: "), err=True)
+    if len(warnings) > MAX_PROBLEMS:
+        click.echo(f"... and {len(warnings) - MAX_PROBLEMS} more warnings", err=True)
 
 
 @click.group(cls=UnitgenGroup, context_settings=CONTEXT)

@@ -35,7 +35,7 @@ from .model import (
     ServiceDependency,
     WATCH_UNIT,
 )
-from .schema import describe, did_you_mean, format_path, validator
+from .schema import describe, did_you_mean, format_path, quote, validator
 from .yamlfile import MarkedMap
 
 # Mappings in ``defaults:`` that merge key by key into a service's own.
@@ -43,7 +43,20 @@ _DEEP_KEYS = {"environment", "probe", "loss_threshold", "systemd"}
 _COMMAND_KEYS = ("exec", "script")
 # systemd's strict user/group name rules (anything else draws a warning from
 # systemd), or a numeric id.
-_USER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,30}\Z|[0-9]{1,10}\Z")
+_USER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,30}\Z")
+# systemd's numeric ids (parse_uid): decimal, no sign, no leading zero, below
+# 2^32 - 1, and never 65535 (the 16-bit -1): anything else systemd refuses.
+_NUMERIC_ID = re.compile(r"[0-9]+\Z")
+
+
+def valid_id(text: str) -> bool:
+    """Whether systemd accepts ``text`` as User=/Group=: a strict name or a numeric id."""
+    if _USER_NAME.match(text):
+        return True
+    if not _NUMERIC_ID.match(text) or (len(text) > 1 and text[0] == "0"):
+        return False
+    number = int(text)
+    return number < 2**32 - 1 and number != 65535
 _NATIVE_SERVICE_KEYS = set(validator().property_names("#/$defs/service_keys"))
 
 
@@ -294,13 +307,15 @@ class _NativeReader(_Reader):
 
     def build_service(self, name: str, raw: MarkedMap, keys, mark, hosts: Dict[str, Host]) -> Optional[Service]:
         user = self.plain(raw, "user", keys)
-        if user is not None and not _USER_NAME.match(user):
-            self.problem(f"{user!r} is not a valid user name (a letter or _, then letters, digits, _ or -; "
-                         "at most 31 characters; or a numeric id)", keys + ("user",), raw.mark_of("user"))
+        if user is not None and not valid_id(user):
+            self.problem(f"{quote(user)} is not a user systemd accepts (a letter or _, then letters, digits, _ "
+                         "or -, at most 31 characters; or an id: decimal, no leading 0, not 65535 nor "
+                         "4294967295)", keys + ("user",), raw.mark_of("user"))
         group = self.plain(raw, "group", keys)
-        if group is not None and not _USER_NAME.match(group):
-            self.problem(f"{group!r} is not a valid group name (a letter or _, then letters, digits, _ or -; "
-                         "at most 31 characters; or a numeric id)", keys + ("group",), raw.mark_of("group"))
+        if group is not None and not valid_id(group):
+            self.problem(f"{quote(group)} is not a group systemd accepts (a letter or _, then letters, digits, "
+                         "_ or -, at most 31 characters; or an id: decimal, no leading 0, not 65535 nor "
+                         "4294967295)", keys + ("group",), raw.mark_of("group"))
         argv, script, user = self.command(raw, keys, mark, user)
         pid_file = self.path_value(raw, "pid_file", keys) if "pid_file" in raw else None
         unit_type = raw.get("type") or ("forking" if pid_file else "exec")
@@ -443,8 +458,12 @@ class _NativeReader(_Reader):
             for key, value in directives.items():
                 if section == "Install" and key in systemd.INSTALL_LINKS:
                     continue  # typed: install_settings()
-                for item in value if isinstance(value, list) else [value]:
-                    text = ("yes" if item else "no") if isinstance(item, bool) else str(item)
+                # a plain boolean is written as the conf wrote it (on, True ...): systemd reads
+                # the same words as booleans, and a setting that takes text gets the text
+                items = ([value.text_of(i) for i in range(len(value))] if isinstance(value, list)
+                         else [directives.text_of(key)])
+                for item in items:
+                    text = str(item)
                     try:
                         systemd.raw(text)
                     except systemd.Unexpressible as exc:
@@ -478,6 +497,8 @@ def _merge_maps(base: MarkedMap, over: MarkedMap, deep: dict, skip=()) -> Marked
             merged[key] = value
             merged.key_marks[key] = source.key_marks.get(key, source.mark)
             merged.value_marks[key] = source.value_marks.get(key, source.mark)
+            if key in source.bool_texts:
+                merged.bool_texts[key] = source.bool_texts[key]
     return merged
 
 
@@ -624,6 +645,8 @@ def _copy_entry(into: MarkedMap, source: MarkedMap, key: Any, value: Any) -> Non
     into[key] = value
     into.key_marks[key] = source.key_mark_of(key)
     into.value_marks[key] = source.mark_of(key)
+    if key in source.bool_texts:
+        into.bool_texts[key] = source.bool_texts[key]
 
 
 def _pin_marks(value: Any) -> None:
@@ -645,48 +668,94 @@ def _format_name(data: MarkedMap) -> str:
 
 # --- sudo -u ----------------------------------------------------------------
 
-_SUDO = re.compile(r"\s*sudo\s+-u\s*(?P<user>[^\s;&|<>()'\"`$]+)\s+(?P<rest>\S.*)\Z", re.S)
-_SHELL_CONTROL = set(";&|<>()")
+_SUDO = re.compile(r"[ \t]*sudo[ \t]+-u[ \t]*(?P<user>[^ \t]+)[ \t]+(?P<rest>.*)\Z", re.S)
+# Characters a shell word may hold unquoted that mean the same to any shell run
+# by anyone: no expansion ($ ` ~ * ? [), no operator (; & | < > ( )), no comment
+# (#), no escape (\\), no brace or reserved-word trickery ({ } !).
+_PLAIN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_@%+=:,./-")
+# Words the shell runs itself where sudo would run a program of that name.
+_SHELL_OWN = frozenset(
+    "! { } case do done elif else esac fi for if in then until while function select "
+    ". : [ alias bg break cd command continue echo eval exec exit export false fc fg getopts hash jobs "
+    "kill local printf pwd read readonly return set shift test times trap true type ulimit umask unalias "
+    "unset wait".split())
 
 
 def split_sudo(script: str) -> Tuple[Optional[str], str, Optional[str]]:
-    """Lift a leading ``sudo -u USER`` into User=USER.
+    """Lift a leading ``sudo -u USER`` into User=USER, only when provably the same.
 
-    Returns (user, command, why_kept). The conversion is done only when it
-    keeps the meaning: ``sudo -u admin a && b`` runs ``b`` as root, and
-    ``sudo -u admin cmd > /root/log`` opens the log as root, so such lines are
-    kept whole (sudo then runs them, as Autoheal's cron did) with a warning.
+    Returns ``(user, command, why_kept)``:
+
+    * ``(USER, rest, None)``: the script is ``sudo -u USER rest`` and running
+      ``/bin/sh -c rest`` as USER does exactly what root's shell running sudo
+      did: USER is a user *name* (systemd and sudo read it alike), and ``rest``
+      is one simple command whose words are plain characters or quoted text
+      with no expansion, no operator, no comment, no redirection, and whose
+      program is not one the shell runs itself;
+    * ``(None, script, why)``: it starts with ``sudo -u`` but cannot be lifted;
+      it is kept whole (sudo runs it, as Autoheal's cron did) and ``why`` says
+      why, for a warning;
+    * ``(None, script, None)``: no leading ``sudo -u``.
+
+    Never a guess: ``sudo -u daemon echo a#b && id`` stays whole (``id`` would
+    run as root under sudo, as daemon under User=); ``sudo -u 0 cmd`` stays
+    whole (sudo reads ``0`` as a user *named* 0, systemd as uid 0).
     """
     match = _SUDO.match(script)
     if not match:
         return None, script, None
     user, rest = match.group("user"), match.group("rest")
+    if _NUMERIC_ID.match(user):
+        return None, script, (f"kept as is (sudo runs it): sudo reads -u {user} as a user named {user!r} "
+                              "(an id is -u '#ID'), User= would read it as an id")
     if not _USER_NAME.match(user):
-        return None, script, f"kept as is (sudo runs it): {user!r} does not follow systemd's rules for User= names"
+        return None, script, f"kept as is (sudo runs it): {quote(user)} is not a plain user name"
     if rest.startswith("-- "):
-        rest = rest[3:].lstrip()
+        rest = rest[3:].lstrip(" \t")
     elif rest.startswith("-"):
         return None, script, "kept as is (sudo runs it): sudo options other than -u cannot become User="
-    if not _simple_command(rest):
+    words = _plain_words(rest)
+    if not words or words[0] in _SHELL_OWN or "=" in rest.split(None, 1)[0]:
+        if any(c in rest for c in ";&|\n"):
+            return None, script, (
+                "kept as is (sudo runs it): sudo -u covers only the first command of this line, "
+                "so User= would change what runs as whom; split it, or use user: and exec:")
         return None, script, (
-            "kept as is (sudo runs it): sudo -u covers only the first command of this line, "
-            "so User= would change what runs as whom; split it, or use user: and exec:"
-        )
+            "kept as is (sudo runs it): only one simple command of plain words (no expansion, "
+            "redirection or shell builtin) can move from sudo -u to User= unchanged; use user: and exec:")
     return user, rest, None
 
 
-def _simple_command(command: str) -> bool:
-    """True when ``command`` is one simple command (no lists, pipes, redirections,
-    substitutions), whose meaning is the same whoever runs the shell."""
-    if "\n" in command or "`" in command or "$(" in command:
-        return False
-    lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
-    lexer.whitespace_split = True
-    try:
-        tokens = list(lexer)
-    except ValueError:
-        return False
-    return not any(tok and set(tok) <= _SHELL_CONTROL for tok in tokens)
+def _plain_words(command: str) -> Optional[List[str]]:
+    """The words of ``command`` if it is only plain characters, blanks and quoted
+    text without expansion (no $, `, \\ in double quotes); None otherwise."""
+    words: List[str] = []
+    word: Optional[List[str]] = None
+    i, n = 0, len(command)
+    while i < n:
+        c = command[i]
+        if c in " \t":
+            if word is not None:
+                words.append("".join(word))
+                word = None
+            i += 1
+            continue
+        word = word if word is not None else []
+        if c in _PLAIN_CHARS:
+            word.append(c)
+        elif c in "'\"":
+            end = command.find(c, i + 1)
+            segment = command[i + 1:end]
+            if end < 0 or systemd.has_control(segment) or (c == '"' and any(x in segment for x in "$`\\")):
+                return None
+            word.append(segment)
+            i = end
+        else:
+            return None
+        i += 1
+    if word is not None:
+        words.append("".join(word))
+    return words
 
 
 # --- small conversions --------------------------------------------------------

@@ -37,9 +37,22 @@ class Problem:
     keys: Tuple[Any, ...] = field(default=(), compare=False)  # path as raw keys
 
     def __str__(self) -> str:
+        return self.format()
+
+    def format(self, label: str = "") -> str:
+        """``FILE:LINE:COL: key.path: [label: ]message`` on one line: control
+        characters escaped, URL credentials hidden, at most MAX_MESSAGE characters."""
+        from .systemd import redact_credentials
+
         where = f"{self.mark}: " if self.mark else ""
         key = f"{self.path}: " if self.path else ""
-        return one_line(f"{where}{key}{self.message}")
+        text = one_line(redact_credentials(f"{where}{key}{label}{self.message}"))
+        if len(text) > MAX_MESSAGE:
+            text = text[:MAX_MESSAGE] + f"… ({len(text) - MAX_MESSAGE} more characters)"
+        return text
+
+
+MAX_MESSAGE = 1000  # characters of one printed problem: a huge value is never printed whole
 
 
 _CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}

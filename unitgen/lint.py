@@ -1,7 +1,10 @@
 """Warnings from `unitgen check`: what is valid but likely a mistake.
 
-* A unit runs as root only when the conf says so: a service with neither
-  ``user:`` nor a leading ``sudo -u`` is reported (``user: root`` says it).
+* Everything that makes part of a unit run as root is reported: no ``user:``
+  (nor a leading ``sudo -u`` lifted into User=), ``user: root`` or ``'0'``, a raw
+  ``User=`` or ``PermissionsStartOnly=``, a ``+``/``!``/``!!`` prefix on a raw
+  Exec line, and a ``sudo`` in a script that runs something as root
+  (no ``-u``, ``-u root``, ``-u '#0'``).
 * On the host being checked: a ``user:``/``group:`` that does not exist there,
   and a probe that the service's user cannot run (the probe runs as that
   user: every directory on the way to the script and to the interpreter of
@@ -22,7 +25,8 @@ from typing import Iterable, List, Optional, Tuple
 
 from .errors import Problem
 from .graph import placements
-from .model import CheckDependency, Conf, Service
+from .model import CheckDependency, Conf, Service, ServiceDependency
+from .systemd import has_credentials
 
 _SECRET_NAME = re.compile(r"PASS(WORD|WD)?|SECRET|TOKEN|API_?KEY|PRIVATE_?KEY|CREDENTIAL", re.I)
 
@@ -32,7 +36,7 @@ def lint(conf: Conf, host: Optional[str], probe: Optional[str], local: bool) -> 
     found: List[Problem] = []
     for service in conf.services.values():
         found.extend(_root(service))
-        found.extend(_secrets(service))
+        found.extend(_secrets(service, conf))
         if local and host in placements(conf, service):
             found.extend(_accounts(service))
             if probe and service.deps:
@@ -44,20 +48,49 @@ def _warn(service: Service, message: str) -> Problem:
     return Problem(message, service.mark, service.name)
 
 
+_ROOT_NAMES = ("root", "0")
+# sudo that runs its command as root: no -u at all, or -u naming root or uid 0.
+_SUDO_ROOT = re.compile(r"""(?:^|[\s;&|(`])sudo(?:\s+-[^u\s]\S*)*\s+(?!-)|"""
+                        r"""(?:^|[\s;&|(`])sudo\s+(?:-\S+\s+)*-u\s*(?:root\b|['"]?\\?#0+['"]?(?:\s|$))""")
+_EXEC_KEY = re.compile(r"Exec[A-Za-z]+\Z")
+_ROOT_PREFIX = re.compile(r"[-@:]*[+!]")
+
+
 def _root(service: Service) -> Iterable[Problem]:
     if service.user is None:
-        yield _warn(service, "runs as root: it has no user: (nor sudo -u); say user: root if that is meant")
+        yield _warn(service, "runs as root: it has no user: (nor a sudo -u that could become User=)")
+    elif service.user in _ROOT_NAMES:
+        yield _warn(service, f"runs as root: user: {service.user}")
+    if service.script and _SUDO_ROOT.search(service.script):
+        yield _warn(service, "its script runs a command as root through sudo (no -u, -u root or -u '#0')")
+    for section, lines in service.raw:
+        for key, text in lines:
+            if section == "Service" and key == "User":
+                yield _warn(service, f"a raw User= decides whom it runs as"
+                                     f"{' (root)' if text.strip() in _ROOT_NAMES else ''}; prefer user:")
+            elif section == "Service" and key == "PermissionsStartOnly" and text.strip().lower() in (
+                    "1", "yes", "y", "true", "t", "on"):
+                yield _warn(service, "PermissionsStartOnly= runs its ExecStartPre=/Post= lines as root")
+            elif section == "Service" and _EXEC_KEY.match(key) and _ROOT_PREFIX.match(text.lstrip()):
+                yield _warn(service, f"raw {key}= has a + or ! prefix: that command runs as root")
 
 
-def _secrets(service: Service) -> Iterable[Problem]:
+def _secrets(service: Service, conf: Conf) -> Iterable[Problem]:
     for name, _ in service.environment:
         if _SECRET_NAME.search(name):
             yield _warn(service, f"environment {name} looks like a secret, and unit files are world-readable: "
                                  "put it in an environment_file: readable by root only")
     for dep in service.deps:
-        if isinstance(dep, CheckDependency) and dep.target.kind == "http" and "@" in dep.target.address.netloc:
+        if isinstance(dep, CheckDependency) and dep.target.kind in ("http", "exec") and has_credentials(dep.target.spec):
             yield Problem("a dependency URL holds credentials, which end up in the world-readable unit file",
                           dep.mark, service.name)
+    if service.health and has_credentials(service.health):
+        dependents = sorted(other.name for other in conf.services.values()
+                            if any(isinstance(dep, ServiceDependency) and dep.service == service.name
+                                   for dep in other.deps))
+        where = f": {', '.join(dependents[:5])}{' ...' if len(dependents) > 5 else ''}" if dependents else ""
+        yield _warn(service, "its health URL holds credentials, which are copied into the world-readable unit "
+                             f"of every service that depends on it{where}")
 
 
 def _accounts(service: Service) -> Iterable[Problem]:

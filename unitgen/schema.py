@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .errors import Mark, Problem
-from .yamlfile import MarkedList, MarkedMap
+from .yamlfile import Ambiguous, MarkedList, MarkedMap
 
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
 
@@ -72,6 +72,8 @@ def format_path(path: KeyPath) -> str:
 
 def describe(value: Any) -> str:
     """A value as an operator would name it in a sentence."""
+    if isinstance(value, Ambiguous):
+        return value.explain()
     if isinstance(value, bool):
         return f"a boolean ({str(value).lower()})"
     if value is None:
@@ -98,8 +100,11 @@ def _short(text: str, limit: int = 40) -> str:
     """A value quoted in a message: cut short, URL credentials hidden."""
     from .systemd import redact_credentials
 
-    text = redact_credentials(text)
+    text = redact_credentials(str(text))
     return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
+quote = _short  # the one way a message quotes a value of the conf
 
 
 def _problem(message: str, path: KeyPath, where: Any) -> Tuple[Problem]:
@@ -202,6 +207,8 @@ def _compile_type(spec: Any) -> Optional[Check]:
             return _OK
         if value is None and allow_none:
             return _OK
+        if isinstance(value, Ambiguous):
+            return _problem(f"expected {wanted}, got {describe(value)}", path, mark)
         return _problem(f"expected {wanted}, got {describe(value)}{hint}", path, mark)
 
     return check
@@ -291,7 +298,8 @@ def _k_property_names(c: _Compiler, s: dict) -> Check:
         for key in value:
             where = (value, key, "key") if isinstance(value, MarkedMap) else mark
             if not isinstance(key, str):
-                found.extend(_problem(f"a name must be text, got {describe(key)}; quote it", path, where))
+                hint = "" if isinstance(key, Ambiguous) else "; quote it"
+                found.extend(_problem(f"a name must be text, got {describe(key)}{hint}", path, where))
                 continue
             for p in sub(key, path, where):
                 found.append(Problem(f"name {_short(key)} {p.message}", _resolve(p.mark), p.path, p.keys))

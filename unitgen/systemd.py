@@ -111,6 +111,11 @@ def value(text: str) -> Escaped:
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+def has_control(text: str) -> bool:
+    """Whether ``text`` holds a C0 control character or DEL."""
+    return bool(_CONTROL.search(text))
+
+
 def check_plain(text: str) -> None:
     """Raise Unexpressible unless ``text`` survives a plain setting unchanged."""
     if _CONTROL.search(text):
@@ -270,13 +275,30 @@ def understood(directive: str, version: Optional[int]) -> bool:
 
 # --- secrets ------------------------------------------------------------------
 
-_URL_CREDENTIALS = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@\"]*@")
-_ENVIRONMENT_LINE = re.compile(r'^(Environment="[A-Za-z_][A-Za-z0-9_]*=)((?:[^"\\]|\\.)*)(")', re.M)
+# A URL in free text: scheme:// up to a blank, a quote or an angle bracket (a
+# URL the probe accepts holds none of them). Its userinfo is everything up to
+# the *last* "@" in it: a password may hold an unencoded "#", "/", "?" or "@",
+# and hiding a little too much in a message is better than showing a secret.
+_URL = re.compile(r"""\b([A-Za-z][A-Za-z0-9+.-]*://)([^\s"'<>]*)""")
+
+
+def _hide_userinfo(match: "re.Match[str]") -> str:
+    rest = match.group(2)
+    at = rest.rfind("@")
+    return match.group(0) if at < 0 else f"{match.group(1)}***{rest[at:]}"
 
 
 def redact_credentials(text: str) -> str:
-    """``scheme://user:password@host`` -> ``scheme://***@host``."""
-    return _URL_CREDENTIALS.sub(r"\1***@", text)
+    """``scheme://user:password@host`` -> ``scheme://***@host``, whatever the password holds."""
+    return _URL.sub(_hide_userinfo, text) if "@" in text else text
+
+
+def has_credentials(url: str) -> bool:
+    """Whether ``url`` (or a URL in it) carries a userinfo (user, password)."""
+    return redact_credentials(url) != url
+
+
+_ENVIRONMENT_LINE = re.compile(r'^(Environment="[A-Za-z_][A-Za-z0-9_]*=)((?:[^"\\]|\\.)*)(")', re.M)
 
 
 def redact_unit(text: str) -> str:

@@ -10,13 +10,20 @@ with yaml.safe_load:
   one, which hides typos that cost an outage); keys merged in with ``<<:`` may
   be overridden, as YAML intends;
 * timestamps stay the text they were written as (no conf value is a date), and
-  a NUL character anywhere is a problem (it cannot reach systemd).
+  a NUL character or a lone surrogate anywhere is a problem (neither can reach
+  systemd, which reads UTF-8);
+* YAML 1.1 surprises are never taken silently: a plain number whose YAML
+  reading differs from its text (``0077`` is 63, ``1:30`` is 90, ``0x1f``,
+  ``1_000``) becomes an ``Ambiguous`` value, which the schema refuses wherever
+  a conf needs text or a number (with "quote it"); a null key (``~:``, ``null:``,
+  an empty ``? ``) is a problem.
 
 Problems are collected, not raised one by one; load() raises them together.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, List, Optional
 
 import yaml
@@ -32,7 +39,7 @@ MAX_DEPTH = 200
 class MarkedMap(dict):
     """A dict that knows the Mark of itself, of each key and of each value."""
 
-    __slots__ = ("mark", "key_marks", "value_marks", "file")
+    __slots__ = ("mark", "key_marks", "value_marks", "file", "bool_texts")
 
     def __init__(self, file: str = "", mark: Any = None) -> None:
         super().__init__()
@@ -40,6 +47,11 @@ class MarkedMap(dict):
         self.mark = mark if mark is None or isinstance(mark, Mark) else _mark(file, mark)
         self.key_marks: dict = {}
         self.value_marks: dict = {}
+        self.bool_texts: dict = {}  # key -> the text of a plain boolean value (yes, On ...)
+
+    def text_of(self, key: Any) -> Any:
+        """The value of ``key``; for a plain boolean, the word the conf wrote."""
+        return self.bool_texts.get(key, self[key]) if self[key].__class__ is bool else self[key]
 
     def mark_of(self, key: Any) -> Optional[Mark]:
         """Where the value of ``key`` starts (or the mapping, for a missing key)."""
@@ -54,13 +66,18 @@ class MarkedMap(dict):
 class MarkedList(list):
     """A list that knows the Mark of itself and of each item."""
 
-    __slots__ = ("mark", "marks", "file")
+    __slots__ = ("mark", "marks", "file", "bool_texts")
 
     def __init__(self, file: str = "", mark: Any = None) -> None:
         super().__init__()
         self.file = file
         self.mark = mark if mark is None or isinstance(mark, Mark) else _mark(file, mark)
         self.marks: list = []
+        self.bool_texts: dict = {}  # index -> the text of a plain boolean item
+
+    def text_of(self, index: int) -> Any:
+        """Item ``index``; for a plain boolean, the word the conf wrote."""
+        return self.bool_texts.get(index, self[index]) if self[index].__class__ is bool else self[index]
 
     def mark_of(self, index: int) -> Optional[Mark]:
         return _mark(self.file, self.marks[index]) if 0 <= index < len(self.marks) else self.mark
@@ -73,6 +90,38 @@ def _mark(file: str, raw: Any) -> Mark:
 
 _TAG = "tag:yaml.org,2002:"
 _MERGE = object()  # the "<<" key of a merge
+_NO_KEY = object()  # a mapping waiting for a key (None is a key YAML can write)
+
+# A plain number whose text reads back as itself: decimal, no leading zero, no
+# "_", no ":" (YAML 1.1 reads 0077 as octal 63, 1:30 as 90, 1_000 as 1000).
+_PLAIN_INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)\Z")
+_PLAIN_FLOAT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)?\.[0-9]*(?:[eE][-+]?[0-9]+)?\Z|[-+]?\.(?:inf|Inf|INF)\Z|\.(?:nan|NaN|NAN)\Z")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class Ambiguous:
+    """A plain scalar that YAML 1.1 reads as something other than its text
+    (``0077`` -> 63): no conf key accepts it, so the schema says "quote it"."""
+
+    __slots__ = ("text", "value")
+
+    def __init__(self, text: str, value: Any):
+        self.text = text
+        self.value = value
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, Ambiguous) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(("Ambiguous", self.text))
+
+    def __repr__(self) -> str:
+        return f"Ambiguous({self.text!r})"
+
+    def explain(self) -> str:
+        text = self.text if len(self.text) <= 40 else self.text[:40] + "…"
+        return (f"the plain {text}, which YAML 1.1 reads as the number {self.value!r}, not as written: "
+                f"quote it ('{text}') for text, or write the number in plain decimal")
 
 
 class _Frame:
@@ -83,7 +132,7 @@ class _Frame:
     def __init__(self, value, anchor):
         self.value = value
         self.anchor = anchor
-        self.key = None  # a mapping's key waiting for its value (None: expecting a key)
+        self.key = _NO_KEY  # a mapping's key waiting for its value
         self.key_mark = None
         self.merges: list = []
         self.first_seen: dict = {}
@@ -107,6 +156,7 @@ class _Builder:
         self.anchors: dict = {}
         self.open_anchors: set = set()
         self.resolved: dict = {}
+        self.bool_texts: dict = {}  # anchor -> the word of an anchored plain boolean
         construct = yaml.constructor.SafeConstructor
         self.scalars = {
             _TAG + "str": None,
@@ -141,6 +191,8 @@ class _Builder:
                 value = self._scalar(event)
                 if event.anchor is not None:
                     self.anchors[event.anchor] = value
+                    if value.__class__ is bool:
+                        self.bool_texts[event.anchor] = event.value
             elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
                 self._check_tag(event, "map" if kind is yaml.MappingStartEvent else "seq")
                 if len(stack) >= MAX_DEPTH:
@@ -174,16 +226,22 @@ class _Builder:
     def _attach(self, frame: _Frame, value: Any, event: Any, kind: type) -> None:
         container = frame.value
         mark = event.start_mark
-        if value is _MERGE and (frame.key is not None or type(container) is MarkedList):
+        if value is _MERGE and (frame.key is not _NO_KEY or type(container) is MarkedList):
             raise _Failure("<< is a merge key; it cannot be a value", mark)
         if type(container) is MarkedList:
+            if value.__class__ is bool:
+                container.bool_texts[len(container)] = self._bool_text(event, kind)
             container.append(value)
             container.marks.append(mark)
             return
-        if frame.key is None:  # this is a key
+        if frame.key is _NO_KEY:  # this is a key
             if value is _MERGE:
                 frame.key, frame.key_mark = _MERGE, mark
                 return
+            if value is None:
+                self.problems.append(Problem(
+                    "a key is null (YAML reads a plain ~, null or an empty key as null): quote it, "
+                    "or remove the entry", _mark(self.file, mark)))
             try:
                 hash(value)
             except TypeError:
@@ -197,7 +255,7 @@ class _Builder:
                 frame.first_seen[value] = mark
             frame.key, frame.key_mark = value, mark
             return
-        key, frame.key = frame.key, None
+        key, frame.key = frame.key, _NO_KEY
         if key is _MERGE:
             sources = value if isinstance(value, list) else [value]
             if not all(isinstance(src, dict) for src in sources):
@@ -207,6 +265,13 @@ class _Builder:
         container[key] = value
         container.key_marks[key] = frame.key_mark
         container.value_marks[key] = mark
+        if value.__class__ is bool:
+            container.bool_texts[key] = self._bool_text(event, kind)
+
+    def _bool_text(self, event: Any, kind: type) -> str:
+        if kind is yaml.AliasEvent:
+            return self.bool_texts[event.anchor]
+        return event.value
 
     def _scalar(self, event) -> Any:
         value = event.value
@@ -224,10 +289,18 @@ class _Builder:
         if tag == _TAG + "merge":
             return _MERGE
         if construct is not None:
-            return construct(self.parser, yaml.ScalarNode(tag, value))
+            result = construct(self.parser, yaml.ScalarNode(tag, value))
+            if event.implicit[0] and (
+                    (tag == _TAG + "int" and not _PLAIN_INT.match(value))
+                    or (tag == _TAG + "float" and not _PLAIN_FLOAT.match(value))):
+                return Ambiguous(value, result)
+            return result
         if "\x00" in value:
             self.problems.append(Problem("contains a NUL character, which systemd cannot carry",
                                          _mark(self.file, event.start_mark)))
+        if _SURROGATE.search(value):
+            self.problems.append(Problem("contains a lone surrogate (\\ud800-\\udfff), which is not a character "
+                                         "and cannot be written as UTF-8", _mark(self.file, event.start_mark)))
         return value
 
     def _check_tag(self, event, kind: str) -> None:
@@ -249,14 +322,17 @@ def _apply_merges(target: MarkedMap, sources: list) -> None:
     explicit = dict(target)
     key_marks, value_marks = dict(target.key_marks), dict(target.value_marks)
     target.clear()
+    bool_texts = dict(target.bool_texts)
     for source in reversed(sources):
         target.update(source)
         if isinstance(source, MarkedMap):
             target.key_marks.update({k: source.key_mark_of(k) for k in source})
             target.value_marks.update({k: source.mark_of(k) for k in source})
+            target.bool_texts.update(source.bool_texts)
     target.update(explicit)
     target.key_marks.update(key_marks)
     target.value_marks.update(value_marks)
+    target.bool_texts.update(bool_texts)
 
 
 class _Failure(Exception):

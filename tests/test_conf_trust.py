@@ -1,0 +1,208 @@
+"""The conf is a trust boundary: every value is read once, with systemd's own
+rules, and whatever systemd (or YAML 1.1) would read differently from what the
+conf said is refused at FILE:LINE:COL, never changed silently. One test per
+class of problem, each with several members of its class."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from unitgen import config
+from unitgen.cli import cli
+from clirunner import cli_runner
+
+
+def run(tmp_path, text, *args, command="render"):
+    conf = tmp_path / "conf.yaml"
+    conf.write_text(text, encoding="utf-8")
+    extra = ["--probe", "/bin/true"] if command in ("render", "check") else []
+    result = cli_runner().invoke(cli, [command, str(conf), *extra, *args])
+    return conf, result
+
+
+def native(service: str) -> str:
+    return "version: 1\nservices:\n  web: " + service + "\n"
+
+
+def refused_at(tmp_path, text, line, col, *words):
+    """Both check and render refuse ``text`` with exit 2 at LINE:COL, saying ``words``."""
+    for command in ("check", "render"):
+        conf, result = run(tmp_path, text, command=command)
+        assert result.exit_code == 2, (command, result.output)
+        assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+        first = result.stderr.splitlines()[0]
+        assert first.startswith(f"{conf}:{line}:{col}: "), (command, result.stderr)
+        for word in words:
+            assert word in result.stderr, (command, word, result.stderr)
+
+
+# --- YAML 1.1 surprises ---------------------------------------------------------
+
+@pytest.mark.parametrize("value, reading", [
+    ("0077", "63"), ("0777", "511"), ("1:30", "90"), ("0x1f", "31"), ("1_000", "1000"),
+    ("0b101", "5"), ("-1:10", "-70"), ("00.5", "0.5"), ("1_0.5", "10.5"),
+])
+@pytest.mark.parametrize("where", [
+    "{{exec: [/bin/true], user: a, environment: {{MODE: {v}}}}}",
+    "{{exec: [/bin/true], user: a, systemd: {{Service: {{UMask: {v}}}}}}}",
+    "{{exec: [/bin/true], user: a, systemd: {{Service: {{UMask: [{v}]}}}}}}",
+    "{{exec: [/bin/true], user: a, restart_sec: {v}}}",
+])
+def test_a_number_yaml_reads_differently_from_its_text_says_quote_it(tmp_path, value, reading, where):
+    text = native(where.format(v=value))
+    col = text.splitlines()[2].index(value) + 1
+    refused_at(tmp_path, text, 3, col, "quote it", f"reads as the number {reading}")
+
+
+def test_the_same_numbers_quoted_are_carried_as_written(tmp_path):
+    conf, result = run(tmp_path, native(
+        "{exec: [/bin/true], user: a, environment: {MODE: '0777', T: '1:30', N: 8080},"
+        " systemd: {Service: {UMask: '0077', Nice: -5}}}"))
+    assert result.exit_code == 0, result.output
+    assert "UMask=0077\n" in result.stdout and "Nice=-5\n" in result.stdout
+    assert 'Environment="MODE=0777"' in result.stdout and 'Environment="T=1:30"' in result.stdout
+    assert 'Environment="N=8080"' in result.stdout
+
+
+@pytest.mark.parametrize("value, key", [("0x50", "port"), ("0070", "port"), ("1:20", "port")])
+def test_a_port_in_octal_hex_or_sexagesimal_is_refused(tmp_path, value, key):
+    text = native(f"{{exec: [/bin/true], user: a, deps: [{{host: db, {key}: {value}}}]}}")
+    refused_at(tmp_path, text, 3, text.splitlines()[2].index(value) + 1, "quote it")
+
+
+@pytest.mark.parametrize("key", ["~", "null", "Null", "NULL"])
+def test_a_null_key_is_refused_and_shifts_nothing(tmp_path, key):
+    entry = f"{key}: 1"
+    text = native("{exec: [/bin/true], user: a}") + f"  api:\n    exec: [/bin/true]\n    user: a\n" \
+        f"    environment:\n      {entry}\n      A: b\n"
+    conf, result = run(tmp_path, text, command="check")
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith(f"{conf}:8:7: ") and "null" in lines[0] and "quote it" in lines[0], lines
+    assert len(lines) == 1, lines  # nothing shifted: A: b is fine
+
+
+@pytest.mark.parametrize("word", ["yes", "No", "on", "OFF", "true", "~", "null"])
+@pytest.mark.parametrize("key", ["description", "user", "working_dir", "script"])
+def test_a_word_yaml_reads_as_a_boolean_or_null_where_text_is_needed(tmp_path, word, key):
+    user = "" if key == "user" else "user: a, "
+    service = f"{{exec: [/bin/true], {user}{key}: {word}}}" if key != "script" else f"{{user: a, script: {word}}}"
+    text = native(service)
+    refused_at(tmp_path, text, 3, text.splitlines()[2].index(f" {word}}}") + 2, "expected text")
+
+
+def test_booleans_in_raw_directives_are_written_as_the_conf_wrote_them(tmp_path):
+    text = ("version: 1\nx-on: &on On\ndefaults: {systemd: {Service: {NoNewPrivileges: TRUE}}}\n"
+            "services:\n  web: {exec: [/bin/true], user: a, systemd: {Service: {ProtectHome: [*on, off],"
+            " SyslogLevelPrefix: yes}}}\n")
+    conf, result = run(tmp_path, text)
+    assert result.exit_code == 0, result.output
+    for line in ("NoNewPrivileges=TRUE", "ProtectHome=On", "ProtectHome=off", "SyslogLevelPrefix=yes"):
+        assert line + "\n" in result.stdout
+
+
+# --- sudo -u: lifted into User= only when that provably keeps the meaning -------
+
+@pytest.mark.parametrize("script, why", [
+    ("sudo -u daemon echo a#b && /usr/bin/id", "first command"),
+    ("sudo -u daemon /bin/x a#b && /usr/bin/id", "first command"),
+    ("sudo -u daemon /bin/x #c\n/usr/bin/id", "first command"),
+    ("sudo -u 0 /usr/bin/id", "user named '0'"),
+    ("sudo -u 1000 /usr/bin/id", "user named '1000'"),
+    ("sudo -u '#0' /usr/bin/id", "not a plain user name"),
+    ("sudo -u daemon ~/bin/run", "simple command"),
+    ("sudo -u daemon /bin/ls *", "simple command"),
+    ("sudo -u daemon /bin/echo $HOME", "simple command"),
+    ('sudo -u daemon /bin/echo "$HOME"', "simple command"),
+    ("sudo -u daemon cd /tmp", "simple command"),
+    ("sudo -u daemon FOO=1 /bin/run", "simple command"),
+    ("sudo -u daemon /bin/run\\ x", "simple command"),
+    ("sudo -u daemon /bin/run 'unterminated", "simple command"),
+    ("sudo -u daemon /bin/run 2>/root/log", "simple command"),
+])
+def test_sudo_is_kept_whole_unless_user_keeps_the_meaning(script, why):
+    user, command, kept = config.split_sudo(script)
+    assert (user, command) == (None, script)
+    assert kept and why in kept
+
+
+@pytest.mark.parametrize("script, user, command", [
+    ("sudo -u daemon /usr/bin/id", "daemon", "/usr/bin/id"),
+    ("sudo -u www-data /srv/bin/run --port=80 a,b", "www-data", "/srv/bin/run --port=80 a,b"),
+    ("sudo -u admin '/opt/my app/run' \"a # b; c\"", "admin", "'/opt/my app/run' \"a # b; c\""),
+    ("sudo -u root /bin/run", "root", "/bin/run"),
+])
+def test_sudo_becomes_user_for_one_plain_command(script, user, command):
+    assert config.split_sudo(script) == (user, command, None)
+
+
+def check_warnings(tmp_path, text):
+    conf, result = run(tmp_path, text, command="check")
+    assert result.exit_code == 0, result.output
+    return [line for line in result.stderr.splitlines() if "warning:" in line]
+
+
+@pytest.mark.parametrize("service, says", [
+    ("{exec: [/bin/true]}", "runs as root"),
+    ("{exec: [/bin/true], user: root}", "runs as root"),
+    ("{exec: [/bin/true], user: '0'}", "runs as root"),
+    ("{script: 'sudo -u 0 /usr/bin/id'}", "runs as root"),
+    ("{script: \"sudo -u '#0' /usr/bin/id\", user: a}", "through sudo"),
+    ("{script: 'sudo /usr/bin/id', user: a}", "through sudo"),
+    ("{script: '/bin/a && sudo -u root /usr/bin/id', user: a}", "through sudo"),
+    ("{exec: [/bin/true], user: a, systemd: {Service: {User: root}}}", "raw User="),
+    ("{exec: [/bin/true], user: a, systemd: {Service: {ExecStartPre: '+/bin/setup'}}}", "runs as root"),
+    ("{exec: [/bin/true], user: a, systemd: {Service: {ExecStartPost: ['/bin/ok', '-!/bin/x']}}}", "runs as root"),
+    ("{exec: [/bin/true], user: a, systemd: {Service: {ExecStartPre: '!!/bin/x'}}}", "runs as root"),
+    ("{exec: [/bin/true], user: a, systemd: {Service: {PermissionsStartOnly: true}}}", "as root"),
+])
+def test_check_warns_about_everything_that_runs_as_root(tmp_path, service, says):
+    warnings = check_warnings(tmp_path, native(service))
+    assert any(says in w for w in warnings), warnings
+
+
+def test_no_root_warning_for_a_service_with_a_user(tmp_path):
+    assert check_warnings(tmp_path, native("{exec: [/bin/true], user: daemon, "
+                                           "systemd: {Service: {ExecStartPre: '-/bin/x'}}}")) == []
+
+
+def test_a_warning_cannot_forge_an_output_line(tmp_path):
+    warnings = check_warnings(tmp_path, 'version: 1\nservices:\n  "a\\nconf.yaml:1:1: ok\\u2028x": '
+                                        '{exec: [/bin/true]}\n')
+    conf, result = run(tmp_path, 'version: 1\nservices:\n  "a\\nconf.yaml:1:1: ok\\u2028x": '
+                                 '{exec: [/bin/true]}\n', command="check")
+    assert all(line.startswith(str(conf)) or line.endswith("ok, 1 service (native format)")
+               for line in result.output.splitlines()), result.output
+    assert warnings and "\\n" in warnings[0] and "\\u2028" in warnings[0]
+
+
+# --- secrets --------------------------------------------------------------------
+
+@pytest.mark.parametrize("password", ["s3cret", "p#ss", "p/ss", "p@ss", "p?ss", "a:b@c"])
+def test_a_url_password_is_never_printed(tmp_path, password):
+    text = native("{exec: [/bin/true], user: a, deps: [{http: 'http://user:" + password +
+                  "@db.example:70000/'}], environment: {X: y}}")
+    for command in ("check", "render"):
+        conf, result = run(tmp_path, text, command=command)
+        assert result.exit_code == 2
+        assert password not in result.output and "user:" not in result.output.replace("services.web", "")
+
+
+def test_credentials_in_a_health_url_are_warned_about_where_they_land(tmp_path):
+    text = ("version: 1\nservices:\n  db: {exec: [/bin/true], user: a, health: 'http://u:p%23w@{host}:80/'}\n"
+            "  web: {exec: [/bin/true], user: a, deps: [{service: db}]}\n")
+    warnings = check_warnings(tmp_path, text)
+    assert any("health URL holds credentials" in w and "web" in w for w in warnings), warnings
+    assert not any("p%23w" in w for w in warnings)
+
+
+def test_a_huge_value_is_quoted_short_however_often_it_is_aliased(tmp_path):
+    big = "x" * 1_000_000
+    services = "".join(f"  s{i}: {{exec: [/bin/true], user: *big}}\n" for i in range(100))
+    text = f"version: 1\nx-big: &big '{big}\\n'\nservices:\n{services}"
+    conf, result = run(tmp_path, text, command="check")
+    assert result.exit_code == 2
+    assert len(result.stderr) < 200_000, len(result.stderr)
+    assert len(result.stderr.splitlines()) == 100
