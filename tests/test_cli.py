@@ -66,8 +66,8 @@ def test_diff_of_a_change(tmp_path):
     conf.write_text(Path(AUTOHEAL).read_text().replace("-s restart", "-s reload"))
     result = run("render", str(conf), "-o", str(out), "--diff", *PROBE)
     assert result.exit_code == 0, result.output
-    assert '-ExecStart=/bin/sh -c "/home/admin/cai/bin/nginx-proxy -s restart"' in result.stdout
-    assert '+ExecStart=/bin/sh -c "/home/admin/cai/bin/nginx-proxy -s reload"' in result.stdout
+    assert '/bin/bash -c "/home/admin/cai/bin/nginx-proxy -s restart"' in result.stdout.split("\n-ExecStart=")[1]
+    assert '/bin/bash -c "/home/admin/cai/bin/nginx-proxy -s reload"' in result.stdout.split("\n+ExecStart=")[1]
     assert f"updated  {out}/nginx.service" in result.stdout
     assert "systemctl restart nginx.service" in result.stdout
 

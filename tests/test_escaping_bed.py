@@ -66,7 +66,7 @@ def test_a_real_process_gets_exactly_what_the_conf_says(make_fleet):
     assert seen["cwd"] == workdir
 
     under_systemd = _wait_for(host, f"{OUT}/systemd.out")
-    host.run(["/bin/sh", "-c", SCRIPT, "sh", f"{OUT}/direct.out"])
+    host.run(["/bin/bash", "-c", SCRIPT, "bash", f"{OUT}/direct.out"])
     direct = host.read_file(f"{OUT}/direct.out")
     assert under_systemd == direct
     assert "[it's %h $1 \\n]\n[%%i it's %h $1 \\n]\n[a\tb]\n[$HOME]\n[$X]\n" in direct

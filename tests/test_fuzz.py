@@ -32,6 +32,7 @@ settings.register_profile("nightly", max_examples=2000, deadline=None,
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 PROBE = "/bin/true"  # exists, so verify checks the units as they are
+LAUNCHER = os.path.join(os.path.dirname(PROBE), "unitgen-launch")  # beside the probe
 PIECES = ["%", "%%", "%h", "$", "$$", "${X}", "\\", "\\n", '"', "'", "`", ";", " ", "\t", "\n", "\r",
           "\x00", "\x01", "\x7f", "é", "日本", "🚀", "\u2028", "\u00a0", "-", "@", "+", ":", "!", "#", "=", "/"]
 hostile = st.one_of(
@@ -101,9 +102,18 @@ def assert_clean_error(conf, out, result):
     assert not out.exists() or os.listdir(out) == []
 
 
-def expected_argv(service):
-    argv = service["exec"] if "exec" in service else ["/bin/sh", "-c", service["script"]]
+def expected_argv(name, service):
+    argv = service["exec"] if "exec" in service else ["/bin/bash", "-c", service["script"]]
+    if "pid_file" in service:  # through unitgen-launch, which hands systemd a root-owned PID file
+        credentials = [*(["--user", service["user"]] if "user" in service else []),
+                       *(["--group", service["group"]] if "group" in service else [])]
+        argv = [LAUNCHER, "--pid-file", launch_pid_file(name), "--from-pid-file", service["pid_file"],
+                *credentials, "--", *argv]
     return [str(a) for a in argv]
+
+
+def launch_pid_file(name):
+    return f"/run/unitgen/{unit_name(name)}.pid"
 
 
 def dep_target(dep):
@@ -131,14 +141,15 @@ def test_hostile_strings_render_exactly_or_fail_cleanly(data):
         if service.get("deps"):
             targets = list(dict.fromkeys(dep_target(d) for d in service["deps"]))  # the same check once
             commands.append([PROBE, *format_argv(targets, deadline=60, timeout=2)])
-        commands.append(expected_argv(service))
+        commands.append(expected_argv(name, service))
         assert checked.command_lines == [expected_dump(c) for c in commands]
         if "description" in service:
             assert checked.setting("Description") == [service["description"]]
-        for key, setting in [("working_dir", "WorkingDirectory"), ("pid_file", "PIDFile"),
-                             ("user", "User"), ("group", "Group")]:
+        for key, setting in [("working_dir", "WorkingDirectory"), ("user", "User"), ("group", "Group")]:
             if key in service:
                 assert checked.setting(setting) == [service[key]], key
+        if "pid_file" in service:
+            assert checked.setting("PIDFile") == [launch_pid_file(name)]
         if "environment_file" in service:
             assert checked.setting("EnvironmentFile") == [service["environment_file"]]
         for var, value in (service.get("environment") or {}).items():

@@ -31,6 +31,7 @@ def test_wheel_contains_templates_schema_and_probe(wheel):
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "unitgen = unitgen.cli:main" in text and "unitgen-probe = unitgen_probe.cli:main" in text
+    assert "unitgen-launch = unitgen_probe.launch:main" in text
 
 
 def test_installed_wheel_renders_with_its_own_templates(wheel, tmp_path):
@@ -47,6 +48,8 @@ def test_installed_wheel_renders_with_its_own_templates(wheel, tmp_path):
     done = subprocess.run([str(env_dir / "bin" / "unitgen"), "render", str(ROOT / "examples/autoheal.yaml")],
                           cwd=workdir, capture_output=True, text=True, check=True)
     assert f"ExecStartPre={env_dir}/bin/unitgen-probe " in done.stdout
+    assert f"ExecStart=+{env_dir}/bin/unitgen-launch " in done.stdout
+    assert (env_dir / "bin" / "unitgen-launch").is_file()
 
 
 def test_checkout_uses_the_top_level_templates():

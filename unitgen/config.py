@@ -30,6 +30,7 @@ from .model import (
     Dependency,
     Host,
     LossThreshold,
+    SCRIPT_SHELL,
     ProbeSettings,
     Service,
     ServiceDependency,
@@ -169,7 +170,20 @@ class _Reader:
             if why_kept:
                 self.warn(why_kept, keys + ("script",), raw.mark_of("script"))
             user = sudo_user
-        return ("/bin/sh", "-c", command), script, user
+        return (SCRIPT_SHELL, "-c", command), script, user
+
+    def process(self, raw: MarkedMap, keys: Tuple[Any, ...]) -> Tuple[Optional[str], bool]:
+        """(pname, foreground): the pattern Autoheal found the process by
+        (``pgrep -f``: a regular expression), and whether the command is the
+        service itself."""
+        pname = raw.get("pname")
+        if pname is not None:
+            try:
+                re.compile(pname)
+            except re.error as exc:
+                self.problem(f"{pname!r} is not a regular expression (pgrep -f matches it as one): {exc}",
+                             keys + ("pname",), raw.mark_of("pname"))
+        return pname, bool(raw.get("foreground", False))
 
     def dependency(self, item: MarkedMap, keys: Tuple[Any, ...], mark: Optional[Mark]) -> Optional[Dependency]:
         name = item.get("name")
@@ -264,10 +278,11 @@ class _AutohealReader(_Reader):
             if dep:
                 deps.append(dep)
         pid_file = self.path_value(raw, "pid_file", keys) if "pid_file" in raw else None
+        pname, foreground = self.process(raw, keys)
         return self.finish_service(
             name, keys, mark,
-            command=argv, script=script, user=user, pid_file=pid_file,
-            type="forking" if pid_file else "exec", deps=tuple(deps), pname=raw.get("pname"),
+            command=argv, script=script, user=user, pid_file=pid_file, pname=pname, foreground=foreground,
+            type="forking" if (pname is not None or pid_file) and not foreground else "exec", deps=tuple(deps),
         )
 
 
@@ -318,9 +333,14 @@ class _NativeReader(_Reader):
                          "4294967295)", keys + ("group",), raw.mark_of("group"))
         argv, script, user = self.command(raw, keys, mark, user)
         pid_file = self.path_value(raw, "pid_file", keys) if "pid_file" in raw else None
-        unit_type = raw.get("type") or ("forking" if pid_file else "exec")
-        if pid_file and unit_type != "forking":
-            self.problem(f"pid_file needs type forking, not {unit_type}", keys + ("type",), raw.mark_of("type"))
+        pname, foreground = self.process(raw, keys)
+        launched = (pname is not None or pid_file) and not foreground
+        unit_type = raw.get("type") or ("forking" if launched else "exec")
+        if launched and unit_type != "forking":
+            key = "pname" if pname is not None else "pid_file"
+            self.problem(f"{key} starts the service through unitgen-launch (type forking), not type {unit_type}; "
+                         "say foreground: true if the command stays in the foreground", keys + ("type",),
+                         raw.mark_of("type"))
         env_files = raw.get("environment_file") or ()
         if isinstance(env_files, str):
             env_files = (env_files,)
@@ -349,6 +369,8 @@ class _NativeReader(_Reader):
                 if self.path_value(raw, "environment_file", keys, f, None if isinstance(raw["environment_file"], str) else i)
             ),
             pid_file=pid_file,
+            pname=pname,
+            foreground=foreground,
             type=unit_type,
             restart_sec=_span(raw.get("restart_sec"), Service.restart_sec),
             **self.install_settings(name, raw, keys),

@@ -17,8 +17,9 @@ A direct ``tcp:``/``http:`` dependency that points at a service of the conf
 is an edge too ("inferred"): at its host's name or address, or at loopback on
 the same host, either on the service's listen (or health) port or, as
 Autoheal confs have no listen:, named after the service. Autoheal confs spell
-every dependency that way, and their cycles are cycles all the same. Only the
-graph sees inferred edges; the units keep what the conf says.
+every dependency that way, and their cycles are cycles all the same. An
+inferred edge to a service of the same host also becomes Wants= + After=,
+as a ``service:`` dependency does; the probe keeps checking what the conf says.
 A dependency cycle would deadlock a power restore (each side waits for the
 other forever), so any cycle is an error, printed as its path across hosts.
 """
@@ -135,11 +136,12 @@ def plan(conf: Conf, host: Optional[str]) -> List[UnitPlan]:
 
     Raises ConfigError for unresolvable dependencies and dependency cycles.
     """
-    problems = check(conf)
+    graph = Graph(conf)
+    problems = check(conf, graph)
     if problems:
         raise ConfigError(problems)
     here = [s for s in conf.services.values() if host in placements(conf, s)]
-    resolved = {s.name: _resolve(conf, s, host) for s in here}
+    resolved = {s.name: _resolve(conf, s, host, graph) for s in here}
     upholds: Dict[str, List[str]] = {}
     for service in here:
         if service.on_dependency_loss != "ignore":
@@ -173,18 +175,24 @@ def check(conf: Conf, graph: "Optional[Graph]" = None) -> List[Problem]:
     return list(dict.fromkeys(problems))
 
 
-def _resolve(conf: Conf, service: Service, host: Optional[str]):
+def _resolve(conf: Conf, service: Service, host: Optional[str], graph: "Graph"):
     """(probe targets, same-host units, remote targets) of a service on a host.
 
     Remote targets are those no unit of this host stands for: other hosts'
-    services, and direct dependencies. The conf is checked."""
+    services, and direct dependencies on anything else. A direct dependency
+    that points at a service of this host (an inferred edge: Autoheal's
+    ``host: 127.0.0.1, port: 80`` for its nginx) orders the units natively
+    too, and the probe still checks it. The conf is checked."""
     targets: List[Target] = []
     after: List[str] = []
     remote: List[Target] = []
     for dep in service.deps:
         if isinstance(dep, CheckDependency):
             targets.append(dep.target)
-            remote.append(dep.target)
+            here = [name for name, where in graph.pointed_at(dep.target, host) if where == host]
+            after.extend(systemd.unit_name(name) for name in here)
+            if not here:
+                remote.append(dep.target)
             continue
         other = conf.services[dep.service]
         where = placements(conf, other)
@@ -252,13 +260,13 @@ class Graph:
                 for target_host in ([host] if host in where else where):
                     self.out[node].append(Edge(node, (dep.service, target_host), kind, dep))
                 continue
-            pointed = self._pointed_at(dep.target, host)
+            pointed = self.pointed_at(dep.target, host)
             for target in pointed:
                 self.out[node].append(Edge(node, target, dep.target.kind, dep, inferred=True))
             if not pointed:
                 self.externals[node].append(dep.target)
 
-    def _pointed_at(self, target: Target, source_host: Optional[str]) -> List[Node]:
+    def pointed_at(self, target: Target, source_host: Optional[str]) -> List[Node]:
         """The services of the conf a tcp/http target reaches, if any."""
         if target.kind == "tcp":
             address, port = target.address

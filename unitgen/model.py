@@ -28,6 +28,11 @@ DEFAULT_RESTART_SEC = 3.0
 START_TIMEOUT_MARGIN = 30.0
 # The run-time watcher's unit (render.py); no service or alias may take its name.
 WATCH_UNIT = "unitgen-watch.service"
+# Scripts run with bash: Autoheal's generated script was #!/bin/bash, and its
+# users' scripts use bash (source, [[ ]], arrays); /bin/sh is dash on Debian.
+SCRIPT_SHELL = "/bin/bash"
+# Where unitgen-launch hands systemd the PID of a launched service (root's).
+LAUNCH_PID_DIR = "/run/unitgen"
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,15 @@ class Service:
     start_time: Optional[float] = None
     raw: Tuple[Tuple[str, Tuple[Tuple[str, str], ...]], ...] = ()
     pname: Optional[str] = None
+    foreground: bool = False
     mark: Optional[Mark] = field(default=None, compare=False)
+
+    @property
+    def launched(self) -> bool:
+        """Started through unitgen-launch: the command starts a process that
+        ``pname`` or ``pid_file`` finds (Autoheal's semantics), unless the conf
+        says it stays in the foreground."""
+        return bool(self.pname is not None or self.pid_file) and not self.foreground
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,10 @@ import jinja2
 from unitgen_probe import format_argv
 
 from . import graph, paths, systemd
-from .model import START_TIMEOUT_MARGIN, WATCH_UNIT, Conf
+from .model import LAUNCH_PID_DIR, START_TIMEOUT_MARGIN, WATCH_UNIT, Conf
 
 WATCH_WANTED_BY = ("multi-user.target",)  # the watcher's [Install] (templates/watch.j2)
+LAUNCH_SCRIPT = "unitgen-launch"
 _DIRECTIVE = re.compile(r"[A-Z][A-Za-z0-9]*\Z")
 # A line a unit may not hold: neither a comment, a section, one directive nor
 # empty, or one ending in a backslash (which would join the next line).
@@ -71,6 +72,8 @@ class Renderer:
         units; directives it does not know are left out (as comments). None
         (unknown) renders every directive."""
         self.probe = paths.probe_command(probe)
+        # unitgen-launch is installed beside unitgen-probe: one package, one scripts directory
+        self.launcher = os.path.join(os.path.dirname(self.probe), LAUNCH_SCRIPT)
         self.systemd_version = systemd_version
         env = environment()
         self.template = env.get_template("service.j2")
@@ -110,6 +113,16 @@ class Renderer:
             probe = [self.probe, *format_argv(
                 plan.targets, deadline=s.probe.deadline, timeout=s.probe.timeout, any_=s.probe.any)]
         raw, left_out = _version_gate(s.raw, self.systemd_version)
+        exec_start = systemd.exec_command(s.command)
+        launch_pid_file = None
+        if s.launched:
+            launch_pid_file = f"{LAUNCH_PID_DIR}/{plan.unit}.pid"
+            found_by = ["--pname", s.pname] if s.pname is not None else ["--from-pid-file", s.pid_file]
+            credentials = [*(["--user", s.user] if s.user else []), *(["--group", s.group] if s.group else [])]
+            exec_start = systemd.exec_command(
+                [self.launcher, "--pid-file", launch_pid_file, *found_by, *credentials, "--", *s.command])
+            if credentials:  # "+": the launcher runs as root, writes /run/unitgen, and drops to User= for the command
+                exec_start = systemd.Escaped("+" + exec_start)
         text = self.template.render(
             s=s,
             raw=raw,
@@ -120,6 +133,8 @@ class Renderer:
             source_path=source_path,
             ident=_identifier(s.name),
             probe=probe,
+            exec_start=exec_start,
+            launch_pid_file=launch_pid_file,
             start_timeout=s.probe.deadline + START_TIMEOUT_MARGIN,
         )
         _check_shape(text)
