@@ -228,21 +228,23 @@ def test_a_dependency_cycle_leaves_out_the_services_in_it(run):
 
 
 @pytest.mark.parametrize("files, problem", [
-    ({"conf.d/web.yaml": "version: 1\nservices:\n  web: {exec: [/bin/web]\n"},
-     "conf.d/web.yaml:4:1: YAML syntax error"),
+    ({"conf.d/web.yaml": "version: 1\ndefaults: {user: web}\nservices:\n  web: {exec: [/bin/web]\n"},
+     "conf.d/web.yaml:5:1: YAML syntax error"),
     ({"conf.d/web.yaml": "version: 1\ndefaults: {user: web}\nservices:\n  web: {exec: [/bin/web]}\n"},
      "conf.d/web.yaml:2:1: defaults: may be given in one file only; it is also at {conf}:2:1"),
-    ({"conf.d/web.yaml": "web: {script: /bin/web}\n"},
-     "conf.d/web.yaml:1:1: {conf} is native (version: 1) but this file is an Autoheal conf (no version:): "
-     "the files of a conf share one format"),
     ({"conf.d/web.yaml": "version: 2\nservices:\n  web: {exec: [/bin/web]}\n"},
      "conf.d/web.yaml:1:10: version: every file of a conf has the same version: 1 at {conf}:1:1"),
+    ({"conf.d/web.yaml": "version: 1\nservices:\n  web: {exec: [/bin/web]}\n", "conf.yaml": "version: 1\n{"},
+     "conf.yaml:3:1: YAML syntax error"),
     ({"conf.d/web.yaml": "version: 1\nhosts: {h1: {}}\nservices:\n  web: {host: h1, exec: [/bin/web]}\n"},
      "conf.d/web.yaml:2:9: hosts.h1: defined twice: here and at {conf}:3:9"),
     ({"conf.d/web.yaml": "version: 1\nservices: [web]\n"},
      "conf.d/web.yaml:2:11: services: expected a mapping, got a list"),
 ])
 def test_a_problem_outside_any_service_leaves_out_the_whole_conf(run, monkeypatch, files, problem):
+    """A file that cannot be parsed and might hold defaults: (conf.yaml, or a
+    conf.d file naming defaults) costs everything: its loss could change what
+    runs as whom."""
     monkeypatch.setattr("socket.gethostname", lambda: "h1")
     conf = run.write("conf.yaml", "version: 1\ndefaults: {user: app}\nhosts: {h1: {}}\n"
                                   "services:\n  db: {host: h1, exec: [/bin/db]}\n")
@@ -252,6 +254,26 @@ def test_a_problem_outside_any_service_leaves_out_the_whole_conf(run, monkeypatc
     assert run.listing() == {}
     assert run.log[0].endswith("; left out: everything")
     assert any(f": {run.conf_dir}/{problem.format(conf=conf)}" in line for line in run.log), run.log
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("version: 1\nservices:\n  web: {exec: [/bin/web]\n", "4:1: YAML syntax error"),
+    ("web: {script: /bin/web}\n",
+     "1:1: {conf} is native (version: 1) but this file is an Autoheal conf (no version:): "
+     "the files of a conf share one format"),
+    ("\xff\xfe", "1:1: "),
+])
+def test_a_conf_d_file_that_cannot_be_parsed_costs_itself_only(run, monkeypatch, text, problem):
+    monkeypatch.setattr("socket.gethostname", lambda: "h1")
+    conf = run.write("conf.yaml", "version: 1\ndefaults: {user: app}\nhosts: {h1: {}}\n"
+                                  "services:\n  db: {host: h1, exec: [/bin/db]}\n")
+    (run.conf_dir / "conf.d/web.yaml").write_bytes(text.encode("latin-1"))
+    run.write("conf.d/zz.yaml", "version: 1\nservices:\n  zz: {host: h1, exec: [/bin/zz]}\n")
+    assert run() == 1
+    assert sorted(p.name for p in run.out.glob("*.service")) == ["db.service", "zz.service"]
+    assert "\nUser=app\n" in run.unit("zz.service")
+    assert run.log[0].endswith(f"; left out: the file {run.conf_dir}/conf.d/web.yaml")
+    assert any(f": {run.conf_dir}/conf.d/web.yaml:{problem.format(conf=conf)}" in line for line in run.log), run.log
 
 
 def test_this_host_missing_from_hosts_leaves_out_the_whole_conf(run, monkeypatch):
@@ -316,7 +338,7 @@ def test_a_unit_another_generator_wrote_is_not_replaced(run, tmp_path):
 
 def test_an_internal_error_is_logged_and_exits_1(run, monkeypatch):
     run.write("conf.yaml", DB_AND_API)
-    monkeypatch.setattr(generator, "read", lambda paths: 1 / 0)
+    monkeypatch.setattr(generator, "read", lambda *args: 1 / 0)
     assert run() == 1
     assert run.log[0].endswith("internal error; units may be missing:")
     assert run.log[-1].endswith("ZeroDivisionError: division by zero")

@@ -206,3 +206,118 @@ def test_links_are_the_models_install_settings(run):
     assert generator.install_links(plan) == [
         "graphical.target.wants/web.service", "a.target.requires/web.service", "b.target.upholds/web.service",
         "www.service", "w3.service"]
+
+
+# -- item 7: nothing blocks, and one bad thing costs only itself ----------------
+
+APP = """\
+    version: 1
+    services:
+      db: {exec: [/usr/bin/sleep, infinity], listen: 5432}
+      api: {exec: [/usr/bin/sleep, infinity], listen: 8080, deps: [{service: db}]}
+      web: {exec: [/usr/bin/sleep, infinity], deps: [{service: api}]}
+      cron: {exec: [/usr/bin/sleep, infinity]}
+"""
+
+
+def _generate_in_a_child(run) -> int:
+    """The generator in a process of its own, so that a block is a failure, not a hung suite."""
+    import subprocess
+    import sys
+
+    code = "import sys; from unitgen.generator import main, Log; sys.exit(main(sys.argv[1:], Log(kmsg=sys.argv[2])))"
+    for directory in run.dirs:
+        directory.mkdir(exist_ok=True)
+    run.kmsg.write_text("")
+    # the timeout only turns a hang into a failure (systemd gives a generator 90 s)
+    done = subprocess.run([sys.executable, "-c", code, str(run.out), str(run.kmsg), str(run.dirs[2])],
+                          env={**__import__("os").environ, "UNITGEN_CONF_DIR": str(run.conf_dir)},
+                          capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in done.stderr, done.stderr
+    return done.returncode
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "device link", "socket"])
+def test_a_conf_d_entry_that_is_not_a_regular_file_is_never_opened_and_costs_itself(run, kind):
+    import os
+    import socket
+
+    run.write("conf.yaml", APP)
+    path = run.conf_dir / "conf.d/odd.yaml"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "device link":
+        path.symlink_to("/dev/zero")  # read whole, it would never end
+    else:
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(path))
+        sock.close()
+    assert _generate_in_a_child(run) == 1
+    assert sorted(p.name for p in run.out.glob("*.service")) == ["api.service", "cron.service", "db.service",
+                                                                 "web.service"]
+    assert run.log[0].endswith(f"1 problem; left out: the file {path}")
+    assert f"{path}:1:1: left out: not a regular file; the generator reads only regular files" in run.log[1]
+
+
+def test_a_fifo_as_conf_yaml_costs_the_conf_but_never_blocks(run):
+    import os
+
+    os.mkfifo(run.conf_dir / "conf.yaml")
+    run.write("conf.d/web.yaml", "version: 1\nservices:\n  web: {exec: [/usr/bin/sleep, infinity]}\n")
+    assert _generate_in_a_child(run) == 1
+    assert run.listing() == {}
+    assert run.log[0].endswith("; left out: everything")
+
+
+@pytest.mark.parametrize("name", ["we\nb.yaml", "we\tb.yaml", b"w\xffeb.yaml", "web\\.yaml"])
+def test_a_conf_d_file_whose_name_no_unit_can_carry_costs_itself_only(run, name):
+    import os
+
+    run.write("conf.yaml", APP)
+    directory = os.fsencode(run.conf_dir / "conf.d")
+    path = os.path.join(directory, name if isinstance(name, bytes) else name.encode())
+    with open(path, "wb") as f:
+        f.write(b"version: 1\nservices:\n  extra: {exec: [/usr/bin/sleep, infinity]}\n")
+    code = run()
+    names = sorted(p.name for p in run.out.glob("*.service"))
+    if name == "web\\.yaml":  # a backslash inside is plain text to systemd
+        assert (code, names) == (0, ["api.service", "cron.service", "db.service", "extra.service", "web.service"])
+        assert verify(sorted(run.out.glob("*.service"))).stderr == ""
+        return
+    assert code == 1
+    assert names == ["api.service", "cron.service", "db.service", "web.service"]
+    assert "1 problem; left out: the file " in run.log[0] and "\n" not in run.log[0]
+    assert "left out: its name" in run.log[1]
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", "1e400"])
+def test_a_value_no_unit_can_carry_costs_its_service_and_dependents_only(run, value):
+    """Whether the conf reader or the renderer refuses it, only api (and web,
+    which depends on it) are left out."""
+    run.write("conf.yaml", APP.replace("listen: 8080,", f"listen: 8080, restart_sec: {value},"))
+    assert run() == 1
+    assert sorted(p.name for p in run.out.glob("*.service")) == ["cron.service", "db.service"]
+    assert run.log[0].endswith("left out: api, web"), run.log
+    assert any(".yaml:4:" in line and "api" in line for line in run.log[1:]), run.log
+
+
+def test_a_service_that_cannot_be_rendered_is_left_out_with_its_dependents(run, monkeypatch):
+    """Whatever the renderer refuses (here: any unit of api), the rest is generated."""
+    from unitgen import render
+
+    real = render.Renderer.unit
+
+    def unit(self, plan, *args):
+        if plan.service.name == "api":
+            raise OverflowError("cannot convert float infinity to integer")
+        return real(self, plan, *args)
+
+    monkeypatch.setattr(render.Renderer, "unit", unit)
+    conf = run.write("conf.yaml", APP)
+    assert run() == 1
+    assert sorted(p.name for p in run.out.glob("*.service")) == ["cron.service", "db.service"]
+    assert run.log[0].endswith("2 problems; left out: api, web"), run.log
+    assert f"{conf}:4:3: services.api: cannot be rendered: cannot convert float infinity to integer" in run.log[1]
+    assert f"{conf}:5:" in run.log[2] and "no service named 'api'" in run.log[2]

@@ -560,7 +560,7 @@ def watch(conf: Optional[str], conf_dir: Optional[str], host: Optional[str], bus
     if conf_dir:
         from . import generator
 
-        outcome = generator.read(generator.conf_files(conf_dir))
+        outcome = generator.units(conf_dir)
         for problem in outcome.problems:
             click.echo(f"{problem} (its services are not watched)", err=True)
         plans = outcome.plans

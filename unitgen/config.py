@@ -547,13 +547,15 @@ class ConfFiles:
     ConfigError if one cannot be a part of the conf at all.
     """
 
-    def __init__(self, paths: Sequence[str]):
+    def __init__(self, paths: Sequence[str], texts: Optional[Dict[str, bytes]] = None):
+        """``texts``: the files' bytes, already read (the generator reads them
+        without blocking); otherwise each file is read here."""
         self.paths = list(paths)
         self.documents: List[Tuple[str, MarkedMap]] = []
         problems: List[Problem] = []
         for path in self.paths:
             try:
-                data = yamlfile.load(path)
+                data = yamlfile.load(path, None if texts is None else texts[path])
             except ConfigError as exc:
                 problems.extend(exc.problems)
                 continue

@@ -10,16 +10,26 @@ It reads /etc/unitgen/conf.yaml and /etc/unitgen/conf.d/*.yaml as one conf
 host's units with the Renderer ``unitgen render`` uses, adding SourcePath=
 (the file that defines the service), and writes them into NORMAL_DIR with
 the links ``systemctl enable`` would make from their [Install] section
-(generated units cannot be enabled). Where render would add
+(generated units cannot be enabled; see install_links()). Where render would add
 unitgen-watch.service, so does the generator, its watcher reading the conf
 directory (``unitgen watch --conf-dir``) as the generator does. NORMAL_DIR
 ranks below /etc/systemd/system, so drop-ins and overrides there still apply.
 
+The links come from the model (wanted_by, and the typed RequiredBy=,
+UpheldBy=, Alias= of the conf's raw [Install]), never from reading a unit's
+text back: Python splits lines at U+2028 and others where systemd does not.
+
 A bad conf costs neither the boot nor every service:
-* a problem inside one service (a bad value, a dependency on an unknown
-  service, a dependency cycle, a name defined in two files) leaves out that
-  service and, round after round, every service that depends on it;
-* a problem outside any one service (a file that cannot be parsed, version:,
+* a problem inside one service (a bad value, one that no unit can carry, a
+  dependency on an unknown service, a dependency cycle, a name or an alias
+  another service has) leaves out that service and, round after round,
+  every service that depends on it;
+* a conf.d file that is not a regular file (a FIFO, a device, a directory:
+  never opened, so never waited for), cannot be read, has a name no unit's
+  SourcePath= can carry (a newline, not UTF-8) or cannot be parsed leaves
+  out that file only, unless it names defaults: (whose loss could change
+  what runs as whom);
+* a problem outside any one service (conf.yaml unusable, version:,
   defaults:, hosts:, this host missing from hosts:) leaves out the whole
   conf, since no service's settings are then known for sure.
 Every problem is logged with its FILE:LINE:COL, after one line that says what
@@ -42,7 +52,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Set, TextIO, Tuple
 
 from . import systemd
-from .errors import ConfigError, Mark, Problem, UnitgenError, UsageError
+from .errors import ConfigError, Mark, Problem, UnitgenError, UsageError, one_line
 
 if TYPE_CHECKING:
     from .config import ConfFiles
@@ -81,15 +91,17 @@ def generate(out_dir: str, conf_dir: str, log: Log) -> bool:
     """Write this host's units from the conf in ``conf_dir`` into ``out_dir``.
 
     True when every service was generated; False when a problem (logged)
-    left out services, or the whole conf.
+    left out services, files, or the whole conf.
     """
-    conf_dir = os.path.abspath(conf_dir)
-    paths = conf_files(conf_dir)
-    if not paths:
-        return True
-    outcome = read(paths)
-    if outcome.plans:
-        _render_and_write(out_dir, outcome, conf_dir, paths[0])
+    outcome = units(conf_dir)
+    for unit, (name, text, links) in outcome.units.items():
+        try:
+            write_unit(out_dir, unit, text, links)
+        except OSError as exc:
+            outcome.problems.append(Problem(f"{unit}: cannot write {exc.filename}: {exc.strerror}"
+                                            + (" (another generator wrote it?)" if isinstance(exc, FileExistsError)
+                                               else "")))
+            outcome.left_out.add(name)
     if outcome.problems:
         _report(log, conf_dir, outcome)
     for warning in outcome.warnings:
@@ -99,11 +111,11 @@ def generate(out_dir: str, conf_dir: str, log: Log) -> bool:
 
 def conf_files(conf_dir: str) -> List[str]:
     """conf.yaml, then conf.d/*.yaml in name order (hidden files skipped), those that exist."""
-    paths = [os.path.join(conf_dir, "conf.yaml")] if os.path.exists(os.path.join(conf_dir, "conf.yaml")) else []
+    paths = [os.path.join(conf_dir, "conf.yaml")] if os.path.lexists(os.path.join(conf_dir, "conf.yaml")) else []
     drop_ins = os.path.join(conf_dir, "conf.d")
     try:
         names = sorted(n for n in os.listdir(drop_ins) if n.endswith(".yaml") and not n.startswith("."))
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:  # absent, not a directory, unreadable: as if empty (conf.yaml still counts)
         names = []
     return paths + [os.path.join(drop_ins, n) for n in names]
 
@@ -116,24 +128,177 @@ class Outcome:
     problems: List[Problem] = field(default_factory=list)
     left_out: Optional[Set[str]] = None  # services left out; None: the whole conf
     warnings: List[Problem] = field(default_factory=list)
+    files_left_out: List[str] = field(default_factory=list)  # conf.d files that cost only themselves
+    units: Dict[str, Tuple[str, str, List[str]]] = field(default_factory=dict)  # unit -> (service, text, links)
+    native: bool = True
 
 
-def read(paths: Sequence[str]) -> Outcome:
-    """This host's unit plans from the conf files, leaving out broken services
-    (and those depending on them), or the whole conf (see the module doc)."""
-    from . import config, graph
+def units(conf_dir: str) -> Outcome:
+    """This host's units from the conf directory: every plan rendered (with
+    SourcePath=, the file defining it), and the watcher if one is needed (it
+    reads the conf directory, as the generator does; its SourcePath= is the
+    first file). A service that cannot be rendered (a value no unit can
+    carry) is left out with its dependents, as a service with a bad value is."""
+    from .render import WATCH_UNIT, WATCH_WANTED_BY, Renderer
+
+    conf_dir = os.path.abspath(conf_dir)
+    paths = conf_files(conf_dir)
+    sources, file_problems = read_files(paths)
+    skipped = [path for path in paths if path not in sources]
+    if not sources:
+        whole = bool(paths) and os.path.basename(paths[0]) == "conf.yaml" and paths[0] in skipped
+        return Outcome(problems=file_problems, left_out=None if whole else set(), files_left_out=skipped)
+    try:
+        renderer = Renderer()
+    except UnitgenError as exc:  # unitgen-probe is not installed: no unit could start
+        return Outcome(problems=file_problems + [Problem(str(exc))], files_left_out=skipped)
+    left_out: Set[str] = set()
+    unrenderable: List[Problem] = []
+    while True:
+        outcome = read(sources, left_out)
+        outcome.problems[:0] = file_problems + unrenderable
+        outcome.files_left_out[:0] = skipped
+        failed: Set[str] = set()
+        for plan in outcome.plans:
+            source = plan.service.mark.file
+            try:
+                text = renderer.unit(plan, source, source)
+                text.encode("utf-8")
+            except Exception as exc:  # one service's value must not cost the others
+                unrenderable.append(Problem(f"cannot be rendered: {_describe(exc)}", plan.service.mark,
+                                            _service_path(outcome, plan.service.name)))
+                failed.add(plan.service.name)
+                continue
+            outcome.units[plan.unit] = (plan.service.name, text, install_links(plan))
+        if not failed or outcome.left_out is None:
+            break
+        left_out = (outcome.left_out or set()) | failed
+    if outcome.plans and outcome.left_out is not None:
+        first = next(iter(sources))
+        watcher = renderer.watcher(outcome.plans, ["--conf-dir", conf_dir], first, first)
+        if watcher:
+            outcome.units[WATCH_UNIT] = (WATCH_UNIT[:-len(".service")], watcher, _links(WATCH_UNIT, WATCH_WANTED_BY))
+    return outcome
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _service_path(outcome: Outcome, name: str) -> str:
+    from .schema import format_path
+
+    return format_path(("services", name) if outcome.native else (name,))
+
+
+def read_files(paths: Sequence[str]) -> Tuple[Dict[str, bytes], List[Problem]]:
+    """The bytes of each file, read without ever blocking: only a regular
+    file is opened (O_NONBLOCK, so that a FIFO swapped in after the check
+    cannot block either), and at most yamlfile.MAX_FILE_BYTES + 1 of it.
+
+    A conf.d file that cannot be used (not a regular file, unreadable, a
+    name that no unit's SourcePath= can carry) costs itself only: it is
+    left out with a problem. conf.yaml, which holds what every file shares,
+    costs everything: ({}, [problem])."""
+    from . import yamlfile
+
+    sources: Dict[str, bytes] = {}
+    problems: List[Problem] = []
+    for i, path in enumerate(paths):
+        why = _unusable_name(path)
+        data = None
+        if why is None:
+            try:
+                data = _read_regular(path, yamlfile.MAX_FILE_BYTES + 1)
+            except OSError as exc:
+                why = exc.strerror or str(exc)
+            except _NotRegular as exc:
+                why = str(exc)
+        if why is not None:
+            problems.append(Problem(f"left out: {why}; the generator reads only regular files "
+                                    "whose name a unit can carry", Mark(path, 1, 1)))
+            if i == 0 and os.path.basename(path) == "conf.yaml":
+                return {}, problems
+            continue
+        sources[path] = data
+    return sources, problems
+
+
+class _NotRegular(Exception):
+    pass
+
+
+def _read_regular(path: str, limit: int) -> bytes:
+    """Up to ``limit`` bytes of ``path`` if it is a regular file; never blocks."""
+    import stat
+
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise _NotRegular("not a regular file")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _NotRegular("not a regular file")
+        chunks, size = [], 0
+        while size < limit:
+            chunk = os.read(fd, min(1 << 20, limit - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _unusable_name(path: str) -> Optional[str]:
+    """Why SourcePath= and a unit's comment could not carry this file's path, if they cannot."""
+    from . import systemd
 
     try:
-        files = config.ConfFiles(paths)
-    except ConfigError as exc:
-        return Outcome(problems=exc.problems)
-    problems: List[Problem] = []
-    left_out: Set[str] = set()
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "its name is not UTF-8"
+    try:
+        systemd.check_plain(path)
+    except systemd.Unexpressible as exc:
+        return f"its name {exc}"
+    return None
+
+
+def read(sources: Dict[str, bytes], left_out: Set[str] = frozenset()) -> Outcome:
+    """This host's unit plans from the conf files (path -> bytes), leaving
+    out broken services (and those depending on them), a conf.d file that
+    cannot be parsed, or the whole conf (see the module doc), and the
+    services in ``left_out``."""
+    from . import config, graph
+
+    sources = dict(sources)
+    file_problems: List[Problem] = []
+    dropped: List[str] = []  # conf.d files that cannot be parsed, each costing itself only
+    while True:
+        try:
+            files = config.ConfFiles(list(sources), sources)
+            break
+        except ConfigError as exc:
+            broken = {p.mark.file for p in exc.problems if p.mark} & set(sources)
+            if any(not _costs_itself_only(path, sources) for path in broken) or not broken or \
+                    any(p.mark is None or p.mark.file not in broken for p in exc.problems):
+                return Outcome(problems=file_problems + exc.problems)
+            file_problems += exc.problems
+            dropped += sorted(broken)
+            for path in broken:
+                del sources[path]
+            if not sources:
+                return Outcome(problems=file_problems, left_out=set(), files_left_out=dropped)
+    problems: List[Problem] = file_problems
+    left_out = set(left_out)
     while True:
         conf = None
         try:
             conf = files.read(left_out)
-            return Outcome(graph.plan(conf, graph.local_host(conf, dns=False, hint="")), problems, left_out, conf.warnings)
+            return Outcome(graph.plan(conf, graph.local_host(conf, dns=False, hint="")), problems, left_out,
+                           conf.warnings, dropped, native=files.native)
         except ConfigError as exc:
             problems.extend(exc.problems)
             culprits = _culprits(exc.problems, files, conf)
@@ -144,7 +309,14 @@ def read(paths: Sequence[str]) -> Outcome:
             return Outcome(problems=problems)
         left_out |= culprits
         if left_out >= files.service_names:
-            return Outcome([], problems, left_out)
+            return Outcome([], problems, left_out, files_left_out=dropped)
+
+
+def _costs_itself_only(path: str, sources: Dict[str, bytes]) -> bool:
+    """Whether a file that cannot be parsed may be left out alone: a conf.d
+    file, unless it might hold what other files' services depend on (its
+    text names defaults:, which, lost, could change what runs as whom)."""
+    return os.path.basename(os.path.dirname(path)) == "conf.d" and b"defaults" not in sources[path]
 
 
 def _culprits(problems: Sequence[Problem], files: ConfFiles, conf: Optional[Conf]) -> Optional[Set[str]]:
@@ -166,36 +338,6 @@ def _culprits(problems: Sequence[Problem], files: ConfFiles, conf: Optional[Conf
             return None
         culprits |= found
     return culprits
-
-
-def _render_and_write(out_dir: str, outcome: Outcome, conf_dir: str, first_file: str) -> None:
-    """Render every plan, SourcePath= the file defining it, and the watcher if
-    one is needed (it reads the conf directory, as the generator does; its
-    SourcePath= is the first file); write each with its links. A unit that
-    cannot be written is a problem; it does not stop the others."""
-    from .render import WATCH_UNIT, WATCH_WANTED_BY, Renderer
-
-    try:
-        renderer = Renderer()
-    except UnitgenError as exc:  # unitgen-probe is not installed: no unit could start
-        outcome.problems.append(Problem(str(exc)))
-        outcome.left_out = None
-        return
-    units = []
-    for plan in outcome.plans:
-        source = plan.service.mark.file
-        units.append((plan.service.name, plan.unit, renderer.unit(plan, source, source), install_links(plan)))
-    watcher = renderer.watcher(outcome.plans, ["--conf-dir", conf_dir], first_file, first_file)
-    if watcher:
-        units.append((WATCH_UNIT[:-len(".service")], WATCH_UNIT, watcher, _links(WATCH_UNIT, WATCH_WANTED_BY)))
-    for name, unit, text, links in units:
-        try:
-            write_unit(out_dir, unit, text, links)
-        except OSError as exc:
-            outcome.problems.append(Problem(f"{unit}: cannot write {exc.filename}: {exc.strerror}"
-                                            + (" (another generator wrote it?)" if isinstance(exc, FileExistsError)
-                                               else "")))
-            outcome.left_out.add(name)
 
 
 def install_links(plan: UnitPlan) -> List[str]:
@@ -243,8 +385,9 @@ def write_unit(out_dir: str, unit: str, text: str, links: Sequence[str]) -> None
 def _report(log: Log, conf_dir: str, outcome: Outcome) -> None:
     """What was left out in one line, then every problem (FILE:LINE:COL first)."""
     count = f"{len(outcome.problems)} problem{'s' if len(outcome.problems) != 1 else ''}"
-    left_out = "everything" if outcome.left_out is None else ", ".join(sorted(outcome.left_out))
-    log.error(f"{conf_dir}: {count}; left out: {left_out}")
+    left_out = "everything" if outcome.left_out is None else ", ".join(
+        sorted(outcome.left_out) + [f"the file {path}" for path in outcome.files_left_out])
+    log.error(one_line(f"{conf_dir}: {count}; left out: {left_out}"))
     for problem in outcome.problems:
         log.error(str(problem))
 
