@@ -206,3 +206,107 @@ def test_a_huge_value_is_quoted_short_however_often_it_is_aliased(tmp_path):
     assert result.exit_code == 2
     assert len(result.stderr) < 200_000, len(result.stderr)
     assert len(result.stderr.splitlines()) == 100
+
+
+# --- systemd's own rules: programs, ids, spans, lines, separators ------------------
+
+@pytest.mark.parametrize("program", ["bin/true", "./x", "~/x", "%h/x", "..", "/usr/bin/"])
+def test_a_program_systemd_would_not_run_as_meant_is_refused(tmp_path, program):
+    text = native(f"{{exec: ['{program}'], user: a}}")
+    refused_at(tmp_path, text, 3, text.splitlines()[2].index(f"['{program}']") + 1, "program")
+
+
+@pytest.mark.parametrize("line", ["ExecStartPost: bin/x", "ExecStartPre: '-./x'", "ExecStopPost: '+~/x y'"])
+def test_a_raw_exec_line_with_a_relative_program_is_refused(tmp_path, line):
+    text = native(f"{{exec: [/bin/true], user: a, systemd: {{Service: {{{line}}}}}}}")
+    refused_at(tmp_path, text, 3, text.splitlines()[2].index(line.split(": ")[1]) + 1, "relative path")
+
+
+@pytest.mark.parametrize("user", ["'65535'", "'4294967295'", "'00'", "'007'", "'99999999999'", "'-1'", "'+5'"])
+@pytest.mark.parametrize("key", ["user", "group"])
+def test_an_id_systemd_refuses_is_refused(tmp_path, user, key):
+    other = "user: a, " if key == "group" else ""
+    text = native(f"{{exec: [/bin/true], {other}{key}: {user}}}")
+    refused_at(tmp_path, text, 3, text.splitlines()[2].index(user) + 1, "systemd accepts")
+
+
+@pytest.mark.parametrize("user", ["'0'", "'65534'", "'4294967294'", "daemon", "_x-1"])
+def test_an_id_systemd_accepts_is_kept(tmp_path, user):
+    conf, result = run(tmp_path, native(f"{{exec: [/bin/true], user: {user}}}"))
+    assert result.exit_code == 0, result.output
+    assert f"User={user.strip(chr(39))}\n" in result.stdout
+
+
+@pytest.mark.parametrize("span", [".nan", ".inf", "-.inf", "1.0e308", "'99999999999999999999d'", "0.0000001",
+                                  "'1.5us'", "'0.0000005s'", "1.0e-7"])
+@pytest.mark.parametrize("key", ["restart_sec", "start_time", "probe: {deadline", "loss_threshold: {seconds"])
+def test_a_span_systemd_would_read_differently_is_refused(tmp_path, span, key):
+    value = f"{key}: {span}}}" if "{" in key else f"{key}: {span}"
+    text = native(f"{{exec: [/bin/true], user: a, {value}}}")
+    refused_at(tmp_path, text, 3, text.splitlines()[2].index(span) + 1, "span")
+
+
+def test_a_dependency_timeout_that_is_not_finite_is_refused(tmp_path):
+    text = native("{exec: [/bin/true], user: a, deps: [{tcp: 'db:5432', timeout: .nan}]}")
+    refused_at(tmp_path, text, 3, text.splitlines()[2].index(".nan") + 1, "span")
+
+
+SEPARATORS = ["\\u2028", "\\u2029", "\\x85", "\\v", "\\f", "\\x1c", "\\x9b", "\\r", "\\n"]
+
+
+@pytest.mark.parametrize("sep", SEPARATORS)
+@pytest.mark.parametrize("key, before, after", [
+    ("description", "Web", "[Install]"),
+    ("working_dir", "/srv/a", "b"),
+    ("environment_file", "/etc/a", "b"),
+    ("pid_file", "/run/a", "b"),
+    ("systemd: {Install: {Alias", "x.service", "Alias=systemd-hostnamed.service"),
+    ("systemd: {Service: {Nice", "5", "User=root"),
+    ("systemd: {Unit: {Documentation", "https://x", "[Install]"),
+])
+def test_no_character_can_inject_a_line_or_a_section(tmp_path, sep, key, before, after):
+    value = f'"{before}{sep}{after}"'
+    entry = f"{key}: {value}}}}}" if "{" in key else f"{key}: {value}"
+    extra = ", type: forking" if key == "pid_file" else ""
+    text = native(f"{{exec: [/bin/true], user: a{extra}, {entry}}}")
+    refused_at(tmp_path, text, 3, text.splitlines()[2].index(value) + 1)
+
+
+def test_separators_in_exec_and_environment_are_escaped_and_read_back_exactly(tmp_path):
+    from unitverify import verify
+
+    conf, result = run(tmp_path, native('{exec: [/bin/echo, "a\\u2028b\\x85c\\vd\\u00a0e"], user: a, '
+                                        'environment: {X: "1\\u2029\\f2"}}'), "-o", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    checked = verify([tmp_path / "out" / "web.service"])
+    assert checked.stderr == ""
+    assert checked.command_lines == [["/bin/echo", "a\u2028b\x85c\vd\u00a0e"]]
+    assert "\t\tEnvironment: X=1\u2029\f2\n" in checked.dump
+
+
+def test_systemd_keeps_a_leading_nbsp_so_unitgen_does_too(tmp_path):
+    from unitverify import verify
+
+    conf, result = run(tmp_path, native('{exec: [/bin/true], user: a, description: "\\u00a0Web\\u00a0"}'),
+                       "-o", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    checked = verify([tmp_path / "out" / "web.service"])
+    assert checked.stderr == "" and checked.setting("Description") == ["\u00a0Web\u00a0"]
+
+
+@pytest.mark.parametrize("where", [
+    "{{exec: [/bin/true, '{big}'], user: a}}",
+    "{{exec: [/bin/true], user: a, environment: {{X: '{big}'}}}}",
+    "{{exec: [/bin/true], user: a, description: '{big}'}}",
+    "{{exec: [/bin/true], user: a, systemd: {{Service: {{Nice: '{big}'}}}}}}",
+])
+def test_a_value_over_systemds_line_limit_is_refused_at_its_place(tmp_path, where):
+    text = native(where.format(big="x" * (1024 * 1024)))
+    col = text.splitlines()[2].index("[/bin/true, " if "true, " in where else "'xxx") + 1
+    refused_at(tmp_path, text, 3, col, "1 MiB")
+
+
+def test_a_probe_line_over_systemds_limit_is_refused_by_check_and_render(tmp_path):
+    deps = ", ".join(f"{{http: 'http://h{i}.example/{'p' * 60_000}'}}" for i in range(20))
+    text = native(f"{{exec: [/bin/true], user: a, deps: [{deps}]}}")
+    refused_at(tmp_path, text, 3, 3, "unit line", "1 MiB")

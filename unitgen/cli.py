@@ -210,6 +210,7 @@ def check(conf: str, host: Optional[str], probe_path: Optional[str]) -> None:
     problems = graph.check(model)
     if problems:
         raise ConfigError(problems)
+    _render_everywhere(model, probe_path)
     try:
         here, local = graph.local_host(model, host), True
     except UsageError:
@@ -223,6 +224,26 @@ def check(conf: str, host: Optional[str], probe_path: Optional[str]) -> None:
     _print_warnings(lint.lint(model, here, probe, local))
     count = len(model.services)
     click.echo(f"{conf}: ok, {count} service{'s' if count != 1 else ''} ({model.format} format)")
+
+
+def _render_everywhere(model, probe_path: Optional[str]) -> None:
+    """check is render without writing: the units of every host of the fleet are
+    rendered with the same Renderer, so whatever render would refuse, check
+    reports (ConfigError, at its place). Nothing is written."""
+    from .render import Renderer
+
+    try:
+        renderer = Renderer(probe_path)
+    except UnitgenError:  # no probe installed here: render the units as if it were
+        renderer = Renderer("/usr/bin/unitgen-probe")
+    problems: List[Problem] = []
+    for host in list(model.hosts) or [None]:
+        try:
+            renderer.render(model, host)
+        except ConfigError as exc:
+            problems.extend(p for p in exc.problems if p not in problems)
+    if problems:
+        raise ConfigError(problems)
 
 
 @cli.command(context_settings=CONTEXT)

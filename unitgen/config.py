@@ -133,6 +133,18 @@ class _Reader:
             return None
         return value
 
+    def span(self, raw: Any, key: str, keys: Tuple[Any, ...], default: Optional[float] = None) -> Optional[float]:
+        """A time span in seconds (``default`` when not given); a problem, and the
+        default, when systemd would read it differently (nan, huge, sub-microsecond)."""
+        value = raw.get(key) if isinstance(raw, dict) else None
+        if value is None:
+            return default
+        try:
+            return systemd.parse_timespan(value)
+        except ValueError as exc:
+            self.problem(str(exc), keys + (key,), raw.mark_of(key))
+            return default
+
     def path_value(self, raw: MarkedMap, key: str, keys: Tuple[Any, ...], value: Optional[str] = None,
                    index: Optional[int] = None) -> Optional[str]:
         """An absolute path for a systemd setting: plain, and normalized."""
@@ -187,7 +199,7 @@ class _Reader:
 
     def dependency(self, item: MarkedMap, keys: Tuple[Any, ...], mark: Optional[Mark]) -> Optional[Dependency]:
         name = item.get("name")
-        timeout = _span(item.get("timeout"))
+        timeout = self.span(item, "timeout", keys)
         if "service" in item:
             return ServiceDependency(item["service"], name=name, timeout=timeout, mark=mark)
         kind, spec = _dependency_kind(item)
@@ -350,11 +362,11 @@ class _NativeReader(_Reader):
             if dep:
                 deps.append(dep)
         probe = raw.get("probe") or {}
-        deadline = _span(probe.get("deadline"), ProbeSettings.deadline)
+        deadline = self.span(probe, "deadline", keys + ("probe",), ProbeSettings.deadline)
         if deadline <= 0:
             self.problem("the probe deadline must be above 0 in a unit, or a boot could wait forever",
                          keys + ("probe", "deadline"), probe.mark_of("deadline"))
-        attempt = _span(probe.get("timeout"), ProbeSettings.timeout)
+        attempt = self.span(probe, "timeout", keys + ("probe",), ProbeSettings.timeout)
         if attempt <= 0:
             self.problem("the per-attempt timeout must be above 0", keys + ("probe", "timeout"), probe.mark_of("timeout"))
         loss = raw.get("loss_threshold") or {}
@@ -363,7 +375,7 @@ class _NativeReader(_Reader):
             command=argv, script=script, user=user, group=group,
             description=self.plain(raw, "description", keys),
             working_dir=self.path_value(raw, "working_dir", keys) if "working_dir" in raw else None,
-            environment=tuple((k, str(v)) for k, v in (raw.get("environment") or {}).items()),
+            environment=self.environment(raw, keys),
             environment_files=tuple(
                 f for i, f in enumerate(env_files)
                 if self.path_value(raw, "environment_file", keys, f, None if isinstance(raw["environment_file"], str) else i)
@@ -372,7 +384,7 @@ class _NativeReader(_Reader):
             pname=pname,
             foreground=foreground,
             type=unit_type,
-            restart_sec=_span(raw.get("restart_sec"), Service.restart_sec),
+            restart_sec=self.span(raw, "restart_sec", keys, Service.restart_sec),
             **self.install_settings(name, raw, keys),
             hosts=self.placement(raw, keys, mark, hosts),
             listen=raw.get("listen"),
@@ -381,9 +393,10 @@ class _NativeReader(_Reader):
             probe=ProbeSettings(deadline, attempt, bool(probe.get("any", False))),
             on_dependency_loss=raw.get("on_dependency_loss", "ignore"),
             loss_threshold=LossThreshold(
-                loss.get("failures", LossThreshold.failures), _span(loss.get("seconds"), LossThreshold.seconds)
+                loss.get("failures", LossThreshold.failures),
+                self.span(loss, "seconds", keys + ("loss_threshold",), LossThreshold.seconds)
             ),
-            start_time=_span(raw.get("start_time")),
+            start_time=self.span(raw, "start_time", keys),
             raw=self.raw_directives(raw, keys),
         )
 
@@ -430,6 +443,18 @@ class _NativeReader(_Reader):
         else:
             return True
         return False
+
+    def environment(self, raw: MarkedMap, keys) -> Tuple[Tuple[str, str], ...]:
+        pairs = []
+        variables = raw.get("environment") or {}
+        for name, value in variables.items():
+            try:
+                systemd.environment(name, str(value))
+            except systemd.Unexpressible as exc:
+                self.problem(str(exc), keys + ("environment", name), variables.mark_of(name))
+                continue
+            pairs.append((name, str(value)))
+        return tuple(pairs)
 
     def unit_references(self, raw: MarkedMap, key: str, keys) -> Tuple[str, ...]:
         value = raw.get(key)
@@ -488,11 +513,25 @@ class _NativeReader(_Reader):
                     text = str(item)
                     try:
                         systemd.raw(text)
+                        if section == "Service" and _EXEC_KEY.match(key):
+                            _check_raw_program(text)
                     except systemd.Unexpressible as exc:
                         self.problem(str(exc), keys + ("systemd", section, key), directives.mark_of(key))
                     lines.append((key, text))
             sections.append((section, tuple(lines)))
         return tuple(sections)
+
+
+_EXEC_KEY = re.compile(r"Exec[A-Za-z]+\Z")
+_EXEC_FLAGS = re.compile(r"[-@:+!]*")
+
+
+def _check_raw_program(text: str) -> None:
+    """The program of a raw Exec line, when written plainly (no quotes, no
+    specifier), must be one systemd runs: not a relative path."""
+    program = text[_EXEC_FLAGS.match(text).end():].split(" ", 1)[0]
+    if program and not any(c in program for c in "\"'%\\"):
+        systemd.check_program(program)
 
 
 def merge_defaults(defaults: MarkedMap, service: MarkedMap) -> MarkedMap:
@@ -806,10 +845,6 @@ def _status(value: Any) -> Optional[Tuple[str, ...]]:
         return None
     items = value if isinstance(value, list) else [value]
     return tuple(str(v) for v in items)
-
-
-def _span(value: Any, default: Optional[float] = None) -> Optional[float]:
-    return default if value is None else systemd.parse_timespan(value)
 
 
 def _unit_name_ok(name: str) -> bool:

@@ -19,6 +19,7 @@ import jinja2
 from unitgen_probe import format_argv
 
 from . import graph, paths, systemd
+from .errors import ConfigError, Problem
 from .model import LAUNCH_PID_DIR, START_TIMEOUT_MARGIN, WATCH_UNIT, Conf
 
 WATCH_WANTED_BY = ("multi-user.target",)  # the watcher's [Install] (templates/watch.j2)
@@ -113,6 +114,15 @@ class Renderer:
             probe = [self.probe, *format_argv(
                 plan.targets, deadline=s.probe.deadline, timeout=s.probe.timeout, any_=s.probe.any)]
         raw, left_out = _version_gate(s.raw, self.systemd_version)
+        try:
+            text = self._render_unit(s, raw, left_out, plan, source, source_path, probe)
+        except systemd.Unexpressible as exc:  # config reads every value first: a last guard, at the service
+            raise ConfigError([Problem(f"cannot be written as a unit: {exc}", s.mark, s.name)]) from None
+        _check_shape(text)
+        _check_line_lengths(text, s)
+        return text
+
+    def _render_unit(self, s, raw, left_out, plan, source, source_path, probe) -> str:
         exec_start = systemd.exec_command(s.command)
         launch_pid_file = None
         if s.launched:
@@ -123,7 +133,7 @@ class Renderer:
                 [self.launcher, "--pid-file", launch_pid_file, *found_by, *credentials, "--", *s.command])
             if credentials:  # "+": the launcher runs as root, writes /run/unitgen, and drops to User= for the command
                 exec_start = systemd.Escaped("+" + exec_start)
-        text = self.template.render(
+        return self.template.render(
             s=s,
             raw=raw,
             left_out=left_out,
@@ -137,8 +147,6 @@ class Renderer:
             launch_pid_file=launch_pid_file,
             start_timeout=s.probe.deadline + START_TIMEOUT_MARGIN,
         )
-        _check_shape(text)
-        return text
 
 
 def _version_gate(raw, version: Optional[int]):
@@ -166,7 +174,24 @@ def _identifier(name: str) -> str:
 
 
 def _check_shape(text: str) -> None:
-    """Defence in depth: every line is a comment, a section or one directive."""
+    """Defence in depth: every line is a comment, a section or one directive,
+    and no character but \\n could end a line for any reader (\\r, \\v, U+2028 ...)."""
     bad = _BAD_LINE.search(text)
-    if bad or "\r" in text:
+    if bad or _LINE_BREAKING.search(text):
         raise AssertionError(f"a rendered unit has a malformed line: {bad.group() if bad else text!r}")
+
+
+_LINE_BREAKING = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _check_line_lengths(text: str, service) -> None:
+    """systemd refuses a whole unit with a line over LONG_LINE_MAX (1 MiB)."""
+    if len(text) <= systemd.LINE_MAX // 4:  # a character is at most 4 bytes: nothing can be over
+        return
+    for line in text.split("\n"):
+        size = len(line.encode("utf-8"))
+        if size > systemd.LINE_MAX:
+            directive = line.split("=", 1)[0]
+            raise ConfigError([Problem(
+                f"its unit would have a {directive}= line of {size} bytes, over systemd's limit of "
+                f"{systemd.LINE_MAX} (1 MiB): systemd would refuse the whole unit", service.mark, service.name)])

@@ -27,7 +27,10 @@ from __future__ import annotations
 import re
 from typing import Iterable, Optional
 
-UNIT_NAME_MAX = 255
+UNIT_NAME_MAX = 255  # systemd's UNIT_NAME_MAX (256) less its NUL
+NAME_MAX = 255  # bytes in one file name (Linux)
+LINE_MAX = 1024 * 1024  # systemd's LONG_LINE_MAX: a longer line fails the whole unit
+_VALUE_MAX = LINE_MAX - 64  # room for the longest directive name and its "="
 
 
 class Escaped(str):
@@ -81,25 +84,48 @@ def _quoted_word(text: str, table) -> str:
 def exec_command(argv: Iterable[str]) -> Escaped:
     """An argv list as the value of ExecStart=/ExecStartPre= (one command).
 
-    The program (first item) must be an absolute path or a bare program name;
-    systemd interprets a leading @-:+! as flags, so such a name is refused.
+    The program (first item) must be what systemd 252 runs: an absolute path
+    (not naming a directory) or a bare program name looked up in PATH. A
+    relative path (``bin/true``, ``./x``, ``~/x``, ``%h/x``: no ~ or specifier
+    is expanded in a program unitgen writes) is refused, as systemd would;
+    a leading @-:+! would be read as flags, so such a name is refused too.
     """
     words = list(argv)
     if not words:
         raise Unexpressible("an empty command")
-    program = words[0]
+    check_program(words[0])
+    return _fits(" ".join(_quoted_word(w, _EXEC_TABLE) for w in words))
+
+
+def _fits(text: str) -> Escaped:
+    """``text`` as a setting's value, if its line stays within systemd's LINE_MAX."""
+    if len(text) > _VALUE_MAX // 4 and len(text.encode("utf-8")) > _VALUE_MAX:
+        raise Unexpressible(f"would make a unit line of {len(text.encode('utf-8'))} bytes, over systemd's "
+                            f"limit of {LINE_MAX} (1 MiB), and systemd would refuse the whole unit")
+    return Escaped(text)
+
+
+def check_program(program: str) -> None:
+    """Raise Unexpressible unless systemd runs ``program`` as the conf means it."""
     if not program or program[0] in _EXEC_PREFIX:
-        raise Unexpressible(f"the program {program!r} must be an absolute path or a program name")
-    if _CONTROL.search(program):
-        raise Unexpressible("the program path contains a control character")
-    return Escaped(" ".join(_quoted_word(w, _EXEC_TABLE) for w in words))
+        raise Unexpressible(f"the program {_short(program)} must be an absolute path or a program name")
+    if _UNSAFE.search(program):
+        raise Unexpressible("the program path contains a control character or a line separator")
+    if program.startswith("/"):
+        if program.endswith("/"):
+            raise Unexpressible(f"the program {_short(program)} names a directory")
+    elif "/" in program or program in (".", ".."):
+        raise Unexpressible(f"the program {_short(program)} is a relative path, which systemd refuses "
+                            "(~ and % are not expanded here): give an absolute path, or a bare name found in PATH")
+    elif len(program.encode("utf-8")) > NAME_MAX:
+        raise Unexpressible(f"the program name is longer than {NAME_MAX} bytes")
 
 
 def environment(name: str, value: str) -> Escaped:
     """One Environment= assignment, NAME=value, quoted ($ is literal there)."""
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
         raise Unexpressible(f"{name!r} is not a valid environment variable name")
-    return Escaped(f'"{_escape_nonprintable((name + "=" + value).translate(_QUOTED_TABLE))}"')
+    return _fits(f'"{_escape_nonprintable((name + "=" + value).translate(_QUOTED_TABLE))}"')
 
 
 def value(text: str) -> Escaped:
@@ -109,6 +135,14 @@ def value(text: str) -> Escaped:
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# What no single-line setting may hold: C0 and C1 controls (U+0085 is a line
+# break to Python and others), DEL, and the Unicode line and paragraph
+# separators. systemd splits lines only on \n and \r, but a reader that splits
+# like Python's str.splitlines() must never see more lines than systemd does.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# systemd's WHITESPACE (what it strips around a value); not Python's str.strip(),
+# which also strips NBSP and other Unicode spaces that systemd keeps.
+WHITESPACE = " \t\n\r"
 
 
 def has_control(text: str) -> bool:
@@ -116,29 +150,37 @@ def has_control(text: str) -> bool:
     return bool(_CONTROL.search(text))
 
 
+def _short(text: str, limit: int = 40) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
 def check_plain(text: str) -> None:
     """Raise Unexpressible unless ``text`` survives a plain setting unchanged."""
-    if _CONTROL.search(text):
-        raise Unexpressible("contains a control character (newline, tab ...), which this setting cannot carry")
-    if text != text.strip():
-        raise Unexpressible("starts or ends with whitespace, which systemd would strip")
-    if text.endswith("\\"):
-        raise Unexpressible("ends with a backslash, which systemd reads as a line continuation")
     if not text:
         raise Unexpressible("is empty")
+    _one_line(text.replace("%", "%%"))
 
 
 def raw(text: str) -> Escaped:
     """A raw directive value from the conf's ``systemd:`` section, verbatim.
 
     It is systemd syntax already (``%`` is a specifier there), so it is not
-    escaped; it only must not add a line.
+    escaped; it only must not add a line (no control character, no line
+    separator), lose surrounding blanks, or join the next line.
     """
-    if any(c in text for c in "\n\r\x00"):
-        raise Unexpressible("a raw directive value cannot contain a line break")
-    if text.rstrip().endswith("\\"):
+    return _one_line(text)
+
+
+def _one_line(text: str) -> Escaped:
+    """``text`` as the rest of a setting's line, if systemd reads exactly it there."""
+    if _UNSAFE.search(text):
+        raise Unexpressible("contains a control character or a line separator (newline, tab, U+0085, U+2028 "
+                            "...), which a setting's line cannot carry")
+    if text != text.strip(WHITESPACE):
+        raise Unexpressible("starts or ends with whitespace, which systemd would strip")
+    if text.endswith("\\"):
         raise Unexpressible("ends with a backslash, which systemd reads as a line continuation")
-    return Escaped(text)
+    return _fits(text)
 
 
 def comment(text: str) -> Escaped:
@@ -147,7 +189,7 @@ def comment(text: str) -> Escaped:
 
     if text.isprintable() and not text.endswith("\\"):
         return Escaped(text)
-    return Escaped(json.dumps(text, ensure_ascii=False).replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+    return Escaped(_escape_nonprintable(json.dumps(text, ensure_ascii=False)))
 
 
 # --- unit names -----------------------------------------------------------
@@ -222,25 +264,46 @@ _SPAN_UNITS = {
     "h": 3600.0, "hr": 3600.0, "hour": 3600.0, "hours": 3600.0,
     "d": 86400.0, "day": 86400.0, "days": 86400.0,
 }
+_SPAN_DECIMAL = {unit: __import__("decimal").Decimal(repr(factor)) for unit, factor in _SPAN_UNITS.items()}
 _SPAN_PART = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-z]*)\s*")
 
 
+MAX_SPAN_SECONDS = 10**9  # about 31 years: any longer wait is a typo, and overflows timers
+
+
 def parse_timespan(value: "float | int | str") -> float:
-    """Seconds from a number or a systemd-style span ("1min 30s", "500ms")."""
+    """Seconds from a number or a systemd-style span ("1min 30s", "500ms").
+
+    Raises ValueError for what systemd (or the probe's timers) would read
+    differently: nan, infinities, negative or huge values, and anything finer
+    than a microsecond (systemd's unit), which would be rounded silently.
+    """
+    from decimal import Decimal, InvalidOperation
+
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value < 0:
+        try:
+            total = Decimal(repr(value))
+        except InvalidOperation:  # pragma: no cover - repr of a number is always a Decimal
+            raise ValueError(f"{value!r} is not a time span") from None
+        if not total.is_finite():
+            raise ValueError(f"{value!r} is not a time span (it must be a finite number of seconds)")
+        if total < 0:
             raise ValueError("a time span cannot be negative")
-        return float(value)
-    total, pos, text = 0.0, 0, str(value)
-    while pos < len(text):
-        match = _SPAN_PART.match(text, pos)
-        if not match or match.end() == pos or match.group(2) not in _SPAN_UNITS:
-            raise ValueError(f"{text!r} is not a time span")
-        total += float(match.group(1)) * _SPAN_UNITS[match.group(2)]
-        pos = match.end()
-    if not text.strip():
-        raise ValueError("an empty time span")
-    return total
+    else:
+        total, pos, text = Decimal(0), 0, str(value)
+        while pos < len(text):
+            match = _SPAN_PART.match(text, pos)
+            if not match or match.end() == pos or match.group(2) not in _SPAN_UNITS:
+                raise ValueError(f"{_short(text)} is not a time span")
+            total += Decimal(match.group(1)) * _SPAN_DECIMAL[match.group(2)]
+            pos = match.end()
+        if not text.strip():
+            raise ValueError("an empty time span")
+    if total > MAX_SPAN_SECONDS:
+        raise ValueError(f"a time span above {MAX_SPAN_SECONDS} seconds (31 years) is refused")
+    if (total * 1_000_000) % 1:
+        raise ValueError("a time span is counted in whole microseconds: a finer one would be rounded")
+    return float(total)
 
 
 def timespan(seconds: float) -> Escaped:
