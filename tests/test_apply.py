@@ -35,6 +35,12 @@ SERVICES = {
     # ignores SIGTERM: systemd kills it after 1 s, and the unit ends "failed"
     "stubborn": "  stubborn:\n    script: \"trap '' TERM; sleep 1000000\"\n"
                 "    systemd:\n      Service:\n        TimeoutStopSec: 1\n",
+    # exits at once, every time: Restart= loops
+    "crash": "  crash:\n    exec: [/bin/sh, -c, 'echo crash-says-why >&2; exit 3']\n",
+    # starts a daemon and exits 0: under Type=exec systemd kills the daemon and starts it again
+    "forks": "  forks:\n    exec: [/bin/sh, -c, 'sleep 100000 & echo forked']\n",
+    # up for two seconds, then exits: within apply's settle period
+    "late": "  late:\n    exec: [/bin/sh, -c, 'sleep 2; exit 4']\n",
     # waits for a port nobody listens on
     "lonely": f"  lonely:\n    exec: {server(8003)}\n    deps:\n      - tcp: 127.0.0.1:9\n        name: nothing\n",
 }
@@ -168,6 +174,40 @@ def test_a_broken_dependency_is_waiting_not_failed_and_status_shows_the_probe(ho
     rows = [json.loads(line) for line in unitgen(host, "status", CONF_PATH, "--json", check=False).stdout.splitlines()]
     assert [(r["unit"], r["health"]) for r in rows] == [("db.service", "ok"), ("lonely.service", "waiting")]
     assert rows[1]["status_text"].startswith("waiting for nothing (127.0.0.1:9)")
+
+
+def test_a_unit_that_loops_fails_apply_with_systemds_reason(host):
+    result = unitgen(host, "apply", CONF_PATH, "--settle", "6", conf_text=conf("db", "crash", "forks", "late"),
+                     check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = {line.split()[1].rstrip(":"): line for line in result.stdout.splitlines() if line.startswith(
+        ("started ", "failed ", "waiting "))}
+    assert lines["db.service"].startswith("started   db.service: active (running)")
+    assert lines["crash.service"].startswith("failed    crash.service: ")
+    assert "exit status 3" in lines["crash.service"] and "crash-says-why" in lines["crash.service"]
+    assert lines["forks.service"].startswith("failed    forks.service: ")
+    assert "exit status 0" in lines["forks.service"] and "forked" in lines["forks.service"]
+    assert lines["late.service"].startswith("failed    late.service: ") and "exit status 4" in lines["late.service"]
+    for unit in ("crash.service", "forks.service", "late.service"):
+        assert lines[unit].endswith(f"(journalctl -b -u {unit})")
+
+    # status, once each has been restarted twice or more within a minute: a restart loop, with the reason
+    restarted = lambda: min(int(show(host, u, "NRestarts")[0]) for u in ("crash.service", "forks.service"))
+    host.run(["sh", "-c", "until [ $(systemctl show -P NRestarts forks.service) -ge 2 ] && "
+                          "[ $(systemctl show -P NRestarts crash.service) -ge 2 ]; do sleep 0.2; done"], timeout=60)
+    assert restarted() >= 2
+    status = unitgen(host, "status", CONF_PATH, check=False)
+    assert status.returncode == 1
+    rows = {line.split()[0]: line for line in status.stdout.splitlines()[1:]}
+    assert rows["db.service"].split()[1:3] == ["active", "(running)"]
+    for unit, why in (("crash.service", "exit status 3"), ("forks.service", "exit status 0")):
+        assert rows[unit].split()[1:3] == ["restart", "loop"], rows[unit]
+        assert "in 1 min)" in rows[unit] and f"last: {why}" in rows[unit]
+    data = {r["unit"]: r for r in map(json.loads, unitgen(host, "status", CONF_PATH, "--json", check=False)
+                                      .stdout.splitlines())}
+    assert data["crash.service"]["restart_loop"] and data["crash.service"]["health"] == "bad"
+    assert data["crash.service"]["restarts_last_minute"] >= 2 and data["crash.service"]["exit"] == "exit status 3"
+    assert not data["db.service"]["restart_loop"] and data["db.service"]["restarts_last_minute"] == 0
 
 
 def test_dry_run_touches_nothing(host):

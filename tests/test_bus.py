@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from dbus_next import Message
 
-from unitgen import apply, bus
+from unitgen import bus, status
 from unitgen.cli import cli
 from clirunner import cli_runner
 
@@ -177,10 +177,11 @@ STATES = [
     state("activating", "start-pre", "waiting for db (10.0.0.11:5432): connection refused, attempt 7, 12 s"),
     state("inactive", "dead", load="bad-setting", error="Unit x.service has a bad unit file setting."),
 ]
+SEEN = [status.Seen(s) for s in STATES]
 
 
 def test_status_table_columns_and_ages():
-    lines = apply.status_table(STATES, colour=False, now=1.0 + 3 * 3600 + 5 * 60)
+    lines = status.table(SEEN, colour=False, now=1.0 + 3 * 3600 + 5 * 60)
     assert lines == [
         "UNIT       STATE                   SINCE          RESTARTS  STATUS",
         "x.service  active (running)        3 h 5 min ago  0",
@@ -191,7 +192,7 @@ def test_status_table_columns_and_ages():
 
 
 def test_status_colours_the_state_only_when_asked():
-    plain, coloured = apply.status_table(STATES, colour=False), apply.status_table(STATES, colour=True)
+    plain, coloured = status.table(SEEN, colour=False), status.table(SEEN, colour=True)
     assert "\x1b[" not in "".join(plain)
     assert "\x1b[32mactive (running)" in coloured[1]
     assert "\x1b[33mactivating (start-pre)" in coloured[2]
@@ -209,4 +210,53 @@ class Terminal:
 @pytest.mark.parametrize("tty, environ, wanted", [
     (True, {}, True), (False, {}, False), (True, {"NO_COLOR": "1"}, False), (True, {"NO_COLOR": ""}, True)])
 def test_colour_only_on_a_terminal_without_no_color(tty, environ, wanted):
-    assert apply.colour_wanted(Terminal(tty), environ) is wanted
+    assert status.colour_wanted(Terminal(tty), environ) is wanted
+
+
+# -- restart loops ---------------------------------------------------------------------
+
+def restarted(n, active="activating", sub="auto-restart", status_text="", code=1, exit_status=3):
+    return bus.UnitState("x.service", "loaded", "", active, sub, 1.0, None, n, status_text, 0, "exit-code",
+                         code, exit_status)
+
+
+@pytest.mark.parametrize("seen, looping", [
+    (status.Seen(restarted(9), recent_restarts=2), True),
+    (status.Seen(restarted(9, "active", "running"), recent_restarts=5), True),  # up for a moment between two
+    (status.Seen(restarted(9), recent_restarts=1), False),
+    (status.Seen(restarted(9), recent_restarts=None), False),  # unknown is not a loop
+    (status.Seen(restarted(9, status_text="gave up after 20 s (--deadline 20): db: refused"), recent_restarts=3),
+     False),  # its probe waits for a dependency
+])
+def test_a_restart_loop_is_two_restarts_within_a_minute_not_a_waiting_probe(seen, looping):
+    assert seen.looping is looping
+    assert (seen.health == "bad") is (looping or seen.state.active_state == "failed")
+
+
+def test_a_loop_is_shown_as_such_with_the_reason():
+    seen = status.Seen(restarted(14), recent_restarts=5, last_lines=("listen: address in use",))
+    (_, row) = status.table([seen], colour=False, now=61.0)
+    assert row.split("  ")[:2] == ["x.service", "restart loop"]
+    assert "14 (5 in 1 min)" in row
+    assert row.endswith("last: exit status 3, result exit-code: listen: address in use")
+    (line,) = status.json_lines([seen])
+    import json
+
+    data = json.loads(line)
+    assert (data["restart_loop"], data["restarts_last_minute"], data["exit"]) == (True, 5, "exit status 3")
+
+
+@pytest.mark.parametrize("code, value, text", [
+    (1, 0, "exit status 0"), (2, 9, "killed by SIGKILL"), (3, 11, "killed by SIGSEGV (core dumped)"), (0, 0, "")])
+def test_how_the_main_process_ended(code, value, text):
+    assert restarted(0, code=code, exit_status=value).exit_reason == text
+
+
+def test_without_the_journal_restarts_are_counted_from_nrestarts_over_time():
+    restarts = status.Restarts(use_journal=False)
+    (first,) = restarts.seen([restarted(10)], now=1000.0)
+    assert first.recent_restarts is None  # one reading says nothing about a rate
+    (second,) = restarts.seen([restarted(12)], now=1002.0)
+    assert second.recent_restarts == 2 and second.looping
+    (later,) = restarts.seen([restarted(12)], now=1100.0)
+    assert later.recent_restarts == 0  # the old samples left the window

@@ -136,20 +136,20 @@ def test_the_watchers_name_is_reserved(tmp_path):
 
 
 def test_status_shows_what_the_watcher_found_lost():
-    from unitgen import apply, bus
+    from unitgen import bus, status
 
     now = 1_000_000.0
     state = bus.UnitState("b.service", "loaded", "", "activating", "start-pre", now - 50, None, 1,
                           "waiting for a (10.0.0.1:1): connection refused, attempt 80, 48 s", 0, "success")
     watched = {"b.service": {"mode": "restart", "lost": [
         {"dependency": "a (10.0.0.1:1)", "since": now - 40, "reason": "connection refused (port closed)"}]}}
-    (header, row) = apply.status_table([state], colour=False, now=now, watched=watched)
+    (header, row) = status.table([status.Seen(state)], colour=False, now=now, watched=watched)
     assert row.endswith("waiting for a (10.0.0.1:1): connection refused, attempt 80, 48 s; "
                         "lost a (10.0.0.1:1) 40 s ago: connection refused (port closed)")
-    (line,) = apply.status_json([state], watched)
+    (line,) = status.json_lines([status.Seen(state)], watched)
     import json
 
     lost = json.loads(line)["lost"]
     assert [(d["dependency"], d["reason"]) for d in lost] == [("a (10.0.0.1:1)", "connection refused (port closed)")]
     assert lost[0]["since"].endswith(("+00:00", "Z")) or "T" in lost[0]["since"]
-    assert apply.status_table([state], colour=False, now=now)[1].endswith("attempt 80, 48 s")  # no watcher: as before
+    assert status.table([status.Seen(state)], colour=False, now=now)[1].endswith("attempt 80, 48 s")  # no watcher: as before

@@ -1,4 +1,4 @@
-"""``unitgen apply`` and ``unitgen status``: this host's systemd, made to match the conf.
+"""``unitgen apply``: this host's systemd, made to match the conf.
 
 apply, step by step (each checked on systemd 252 in tests/test_apply.py):
 
@@ -18,7 +18,14 @@ apply, step by step (each checked on systemd 252 in tests/test_apply.py):
 6. start added units (and unchanged ones that are not running), restart
    changed ones; unchanged running units get no job, so their main PID stays;
 7. wait up to ``wait`` seconds for those jobs (JobRemoved) and judge each by
-   its result and its unit's state.
+   its result and its unit's state;
+8. watch every unit that came up for ``settle`` seconds (5 by default): one
+   whose main process ends or changes, or that systemd restarts, meanwhile has
+   failed (a script that daemonizes under Type=exec, a port already in use);
+   one whose own health (listen:/health:) answers is settled after 1 s. A
+   failure is reported with systemd's reason (exit status or signal, Result=,
+   NRestarts) and the last lines the unit logged (this host's journal), and
+   apply exits 1.
 
 A start job of a unit whose probe waits for a dependency stays running until
 the probe ends (its deadline, 60 s by default). Such a unit is "waiting", not
@@ -31,18 +38,19 @@ without apply; ``unitgen status`` shows what each unit waits for.
 from __future__ import annotations
 
 import asyncio
-import datetime
-import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Literal, Optional, Sequence
 
-from . import bus, graph, systemd
+from unitgen_probe import Target
+
+from . import bus, graph, journal, systemd
 from .errors import UnitgenError
 from .install import OutputDir, Plan
 from .model import Conf
 from .render import Renderer
+from .status import last_reason, state_cell, state_text
 
 DEFAULT_OUTPUT = "/etc/systemd/system"
 # How long apply waits for its jobs: long enough for a service whose
@@ -51,6 +59,13 @@ DEFAULT_OUTPUT = "/etc/systemd/system"
 # terminal for the probe's whole deadline. Past it, a start job still running
 # is reported as waiting and systemd goes on with it.
 DEFAULT_WAIT = 30.0
+# How long a unit that came up is watched: a main process that ends, or that
+# systemd restarts, within it is a failure (see _settle). Polled every
+# SETTLE_POLL s; a unit whose own health answers is settled after HEALTH_MIN_UP s.
+DEFAULT_SETTLE = 5.0
+SETTLE_POLL = 0.25
+HEALTH_MIN_UP = 1.0
+LAST_LINES = 3
 
 Echo = Callable[[str], None]
 JobKind = Literal["start", "restart", "stop"]
@@ -65,6 +80,7 @@ class Outcome:
     kind: JobKind
     verdict: Verdict
     detail: str
+    state: Optional[bus.UnitState] = field(default=None, repr=False, compare=False)  # when judged
 
     @property
     def failed(self) -> bool:
@@ -86,9 +102,14 @@ class Changes:
                    plan.named("remove", "forget"), plan.named("unchanged"))
 
 
+def run(conf: Conf, **options) -> int:
+    """``unitgen apply``: the exit code, 1 if a job or a unit failed (see ``apply``)."""
+    return 1 if any(o.failed for o in apply(conf, **options)) else 0
+
+
 def apply(conf: Conf, *, output: str = DEFAULT_OUTPUT, host: Optional[str] = None,
           probe: Optional[str] = None, bus_address: Optional[str] = None, dry_run: bool = False,
-          start: bool = True, force: bool = False, wait: float = DEFAULT_WAIT,
+          start: bool = True, force: bool = False, wait: float = DEFAULT_WAIT, settle: float = DEFAULT_SETTLE,
           echo: Echo = print) -> List[Outcome]:
     """Make this host's systemd match ``conf``; returns the outcome of every job.
 
@@ -97,12 +118,13 @@ def apply(conf: Conf, *, output: str = DEFAULT_OUTPUT, host: Optional[str] = Non
     afterwards).
     """
     where = graph.local_host(conf, host)
-    return asyncio.run(_apply(conf, where, output, probe, bus_address, dry_run, start, force, wait, echo))
+    return asyncio.run(_apply(conf, where, output, probe, bus_address, dry_run, start, force, wait, settle,
+                              echo))
 
 
 async def _apply(conf: Conf, host: Optional[str], output: str, probe: Optional[str],
                  bus_address: Optional[str], dry_run: bool, start: bool, force: bool, wait: float,
-                 echo: Echo) -> List[Outcome]:
+                 settle: float, echo: Echo) -> List[Outcome]:
     async with bus.connect(bus_address) as manager:
         version = await manager.version()
         units = Renderer(probe, systemd_version=systemd.major_version(version)).render(conf, host)
@@ -123,7 +145,9 @@ async def _apply(conf: Conf, host: Optional[str], output: str, probe: Optional[s
                 if plan.writes or linked:
                     await manager.reload()
                     echo(f"reloaded  systemd {version}")
-                return outcomes + await _start(manager, changes, idle, start, wait, echo)
+                health = {p.unit: t for p in graph.plan(conf, host) for t in [graph.own_readiness(p.service)] if t}
+                local = bus.address(bus_address) == bus.SYSTEM_BUS and journal.readable()
+                return outcomes + await _start(manager, changes, idle, start, wait, settle, health, local, echo)
         except PermissionError as exc:
             raise UnitgenError(f"{output}: {exc.strerror} (unitgen apply must run as root)") from None
 
@@ -150,8 +174,9 @@ async def _remove(manager: bus.Systemd, removed: List[str], with_files: List[str
 
 
 async def _start(manager: bus.Systemd, changes: Changes, idle: List[str], start: bool, wait: float,
-                 echo: Echo) -> List[Outcome]:
-    """Start added and idle units, restart changed ones; wait and judge each."""
+                 settle: float, health: Dict[str, Target], journal_lines: bool, echo: Echo) -> List[Outcome]:
+    """Start added and idle units, restart changed ones; wait, watch each one
+    that came up for the settle period, and judge it."""
     to_start = changes.added + idle
     if not start:
         if to_start or changes.changed:
@@ -163,12 +188,91 @@ async def _start(manager: bus.Systemd, changes: Changes, idle: List[str], start:
     for unit in changes.changed:
         await jobs.queue(manager.restart_unit, unit, "restart")
     await jobs.wait(wait, echo)
-    outcomes = await jobs.outcomes(echo)
+    outcomes = await jobs.judge()
+    outcomes = await _settle(manager, outcomes, settle, health, echo)
+    if journal_lines:
+        outcomes = [_with_last_lines(o) for o in outcomes]
+    for outcome in outcomes:
+        echo(_outcome_line(outcome))
     waiting = sum(o.verdict == "waiting" for o in outcomes)
     if waiting:
         echo(f"{waiting} unit{'s' if waiting != 1 else ''} still on the way up: systemd carries on; "
              "unitgen status shows what each waits for")
     return outcomes
+
+
+async def _settle(manager: bus.Systemd, outcomes: List[Outcome], settle: float, health: Dict[str, Target],
+                  echo: Echo) -> List[Outcome]:
+    """Watch every unit whose start or restart succeeded for ``settle`` seconds:
+    one whose main process ends, changes or is restarted by systemd meanwhile
+    failed (a daemonizing script under Type=exec, a port already in use ...).
+    A unit is settled early once its own health (listen:/health:, checked on
+    this host by the probe's check) answers and it has been up HEALTH_MIN_UP s."""
+    watched = [o for o in outcomes if o.verdict == "ok" and o.state is not None]
+    if not watched or settle <= 0:
+        return outcomes
+    echo(f"watching {len(watched)} unit{'s' if len(watched) != 1 else ''} for up to {settle:g} s")
+    begun = time.monotonic()
+    pending = {o.unit: o for o in watched}
+    judged: Dict[str, Outcome] = {}
+    while pending:
+        elapsed = time.monotonic() - begun
+        states = await manager.unit_states(list(pending))
+        answered = await _answering([s.unit for s in states if elapsed >= HEALTH_MIN_UP and s.unit in health],
+                                    health)
+        for state in states:
+            first = pending[state.unit]
+            trouble = _trouble(first.state, state)
+            if trouble:
+                judged[state.unit] = Outcome(state.unit, first.kind, "failed",
+                                             f"{trouble}: {state_text(state)}{_reason(state)}", state)
+            elif state.unit in answered or elapsed >= settle:
+                judged[state.unit] = Outcome(state.unit, first.kind, "ok", state_text(state), state)
+        for unit in judged:
+            pending.pop(unit, None)
+        if pending:
+            await asyncio.sleep(SETTLE_POLL)
+    return [judged.get(o.unit, o) for o in outcomes]
+
+
+def _trouble(first: bus.UnitState, now: bus.UnitState) -> str:
+    """What went wrong since ``first``, or "": restarted, main process gone or replaced."""
+    if now.n_restarts > first.n_restarts:
+        count = now.n_restarts - first.n_restarts
+        return f"restarted by systemd {count} time{'s' if count != 1 else ''} within the settle period " \
+               f"(NRestarts {now.n_restarts})"
+    if not now.active:
+        return "its main process ended after it started"
+    if first.main_pid and now.main_pid != first.main_pid:
+        return f"its main process changed ({first.main_pid} -> {now.main_pid})"
+    return ""
+
+
+async def _answering(units: List[str], health: Dict[str, Target]) -> set:
+    """The units among ``units`` whose own health answers now (one attempt each, in parallel)."""
+    if not units:
+        return set()
+    from unitgen_probe import check
+
+    results = await asyncio.gather(*(asyncio.get_running_loop().run_in_executor(None, check, health[u], None)
+                                     for u in units))
+    return {unit for unit, result in zip(units, results) if result.ok}
+
+
+def _reason(state: bus.UnitState) -> str:
+    reason = last_reason(state)
+    return f" ({reason})" if reason else ""
+
+
+def _with_last_lines(outcome: Outcome) -> Outcome:
+    """A failed outcome with the last lines the unit logged (this host's journal)."""
+    if outcome.verdict != "failed" or outcome.kind == "stop":
+        return outcome
+    lines = journal.last_lines(outcome.unit, LAST_LINES)
+    if not lines:
+        return outcome
+    return Outcome(outcome.unit, outcome.kind, outcome.verdict,
+                   f"{outcome.detail}; last logged: {' | '.join(lines)}", outcome.state)
 
 
 class _Jobs:
@@ -195,10 +299,14 @@ class _Jobs:
             echo(f"waiting up to {wait:g} s for {count} job{'s' if count != 1 else ''}")
             await self.manager.wait(self.jobs, wait)
 
-    async def outcomes(self, echo: Echo) -> List[Outcome]:
-        """Each job judged by its result and its unit's state now; printed."""
+    async def judge(self) -> List[Outcome]:
+        """Each job judged by its result and its unit's state now."""
         states = await self.manager.unit_states([job.unit for job in self.jobs])
-        outcomes = self.refused + [_outcome(job, state) for job, state in zip(self.jobs, states)]
+        return self.refused + [_outcome(job, state) for job, state in zip(self.jobs, states)]
+
+    async def outcomes(self, echo: Echo) -> List[Outcome]:
+        """Judged, and printed."""
+        outcomes = await self.judge()
         for outcome in outcomes:
             echo(_outcome_line(outcome))
         return outcomes
@@ -207,28 +315,22 @@ class _Jobs:
 def _outcome(job: bus.Job, state: bus.UnitState) -> Outcome:
     """Judge one job by its result and its unit's state now (see the module doc)."""
     if job.kind == "stop":  # (its last STATUS= would be stale news)
-        detail = _state_cell(state)
+        detail = state_cell(state)
         if job.result is None:
             return Outcome(job.unit, job.kind, "waiting", f"still stopping: {detail}")
         return Outcome(job.unit, job.kind, "ok" if job.ok else "failed",
                        detail if job.ok else f"stop job {job.result}: {detail}")
-    detail = _state_text(state)
+    detail = state_text(state)
     if job.result is None:
         return Outcome(job.unit, job.kind, "waiting",
                        detail if state.active_state != "inactive" else f"{detail}: start job still queued")
     if state.waiting:
         return Outcome(job.unit, job.kind, "waiting", detail)
     if job.ok and state.active:
-        return Outcome(job.unit, job.kind, "ok", detail)
+        return Outcome(job.unit, job.kind, "ok", detail, state)
     why = f"{job.kind} job {job.result}" if not job.ok else "not running"
-    result = f", result {state.result}" if state.result not in ("", "success") else ""
-    return Outcome(job.unit, job.kind, "failed", f"{why}: {detail}{result} (journalctl -b -u {job.unit})")
-
-
-def _state_text(state: bus.UnitState) -> str:
-    """``activating (start-pre): waiting for db (…)``, or ``bad-setting: Unit x has a bad …``."""
-    extra = state.status_text or state.load_error
-    return _state_cell(state) + (f": {extra}" if extra else "")
+    restarts = f", NRestarts {state.n_restarts}" if state.n_restarts else ""
+    return Outcome(job.unit, job.kind, "failed", f"{why}: {detail}{_reason(state)}{restarts}", state)
 
 
 _DONE = {"start": "started", "restart": "restarted", "stop": "stopped"}
@@ -236,7 +338,9 @@ _DONE = {"start": "started", "restart": "restarted", "stop": "stopped"}
 
 def _outcome_line(outcome: Outcome) -> str:
     verb = _DONE[outcome.kind] if outcome.verdict == "ok" else outcome.verdict
-    return f"{verb:9} {outcome.unit}: {outcome.detail}"
+    see = f" (journalctl -b -u {outcome.unit})" if outcome.verdict == "failed" and outcome.kind != "stop" \
+        and outcome.state is not None else ""
+    return f"{verb:9} {outcome.unit}: {outcome.detail}{see}"
 
 
 def _print_changes(changes: Changes, dry_run: bool, echo: Echo) -> None:
@@ -259,129 +363,3 @@ def _print_intended_jobs(changes: Changes, idle: List[str], start: bool, echo: E
         echo(f"would start: {' '.join(changes.added + idle)}")
     if start and changes.changed:
         echo(f"would restart: {' '.join(changes.changed)}")
-
-
-# -- status -----------------------------------------------------------------
-
-_COLOURS = {"ok": "green", "waiting": "yellow", "bad": "red"}
-
-
-def status_units(conf: Conf, host: Optional[str]) -> List[str]:
-    """The units of the conf's services on this host, in conf order, and the
-    run-time watcher's where this host has one."""
-    from .render import WATCH_UNIT
-    from .watch import watched_services
-
-    plans = graph.plan(conf, graph.local_host(conf, host))
-    return [p.unit for p in plans] + ([WATCH_UNIT] if watched_services(plans) else [])
-
-
-def read_states(units: Sequence[str], bus_address: Optional[str]) -> List[bus.UnitState]:
-    """The state of each unit, read once."""
-    async def read():
-        async with bus.connect(bus_address) as manager:
-            return await manager.unit_states(units)
-
-    return asyncio.run(read())
-
-
-def watch_states(units: Sequence[str], bus_address: Optional[str], interval: float,
-                 show: Callable[[List[bus.UnitState]], None]) -> None:
-    """Call ``show`` with the units' states every ``interval`` seconds, until interrupted."""
-    async def loop():
-        async with bus.connect(bus_address) as manager:
-            while True:
-                show(await manager.unit_states(units))
-                await asyncio.sleep(interval)
-
-    asyncio.run(loop())
-
-
-def all_active(states: Sequence[bus.UnitState]) -> bool:
-    return all(s.active for s in states)
-
-
-def colour_wanted(stream, environ: Dict[str, str]) -> bool:
-    """Colour only on a terminal, and never when NO_COLOR is set (no-color.org)."""
-    return bool(getattr(stream, "isatty", lambda: False)()) and not environ.get("NO_COLOR")
-
-
-def status_table(states: Sequence[bus.UnitState], colour: bool, now: Optional[float] = None,
-                 watched: Optional[Dict[str, dict]] = None) -> List[str]:
-    """One line per unit under a header: UNIT, STATE, SINCE, RESTARTS, STATUS.
-
-    ``watched``: the run-time watcher's view (watch.read_state()); a lost
-    dependency is added to the unit's STATUS, with since when and why."""
-    import click
-
-    now = time.time() if now is None else now
-    header = ("UNIT", "STATE", "SINCE", "RESTARTS", "STATUS")
-    rows = [(s.unit, _state_cell(s), _age(now - s.since) if s.since else "-", str(s.n_restarts),
-             "; ".join(filter(None, [s.status_text or s.load_error, *_lost_texts(watched, s.unit, now)])))
-            for s in states]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(header, widths)) + "  " + header[-1]]
-    for state, row in zip(states, rows):
-        cells = [cell.ljust(w) for cell, w in zip(row, widths)]
-        if colour:
-            cells[1] = click.style(cells[1], fg=_COLOURS.get(_health(state)))
-        lines.append(("  ".join(cells) + "  " + row[-1]).rstrip())
-    return lines
-
-
-def status_json(states: Sequence[bus.UnitState], watched: Optional[Dict[str, dict]] = None) -> List[str]:
-    """One JSON object per unit, one per line (``lost``: the watcher's lost dependencies)."""
-    watched = watched or {}
-    return [json.dumps({
-        "unit": s.unit, "health": _health(s), "load_state": s.load_state, "load_error": s.load_error,
-        "active_state": s.active_state, "sub_state": s.sub_state, "since": _iso(s.since),
-        "active_since": _iso(s.active_since), "n_restarts": s.n_restarts, "status_text": s.status_text,
-        "main_pid": s.main_pid, "result": s.result,
-        "lost": [{**lost, "since": _iso(lost.get("since"))} for lost in watched.get(s.unit, {}).get("lost", [])],
-    }, ensure_ascii=False) for s in states]
-
-
-def _lost_texts(watched: Optional[Dict[str, dict]], unit: str, now: float) -> List[str]:
-    """``lost postgres (10.0.0.11:5432) 40 s ago: connection refused`` per lost dependency."""
-    texts = []
-    for lost in (watched or {}).get(unit, {}).get("lost", []):
-        since = lost.get("since")
-        when = f" {_age(now - since)}" if since else ""
-        texts.append(f"lost {lost.get('dependency')}{when}: {lost.get('reason')}")
-    return texts
-
-
-def _state_cell(state: bus.UnitState) -> str:
-    if state.load_state not in ("loaded", ""):
-        return state.load_state
-    return f"{state.active_state} ({state.sub_state})"
-
-
-def _health(state: bus.UnitState) -> str:
-    """ok (active), waiting (held by its probe, or starting), bad (failed, not loaded), or inactive."""
-    if state.load_state not in ("loaded", "") or state.active_state == "failed":
-        return "bad"
-    if state.active:
-        return "ok"
-    return "waiting" if state.waiting else state.active_state
-
-
-def _age(seconds: float) -> str:
-    """``8 s ago``, ``5 min ago``, ``2 h 5 min ago``, ``3 d 4 h ago``."""
-    seconds = max(0, int(seconds))
-    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
-    if seconds < 60:
-        text = f"{seconds} s"
-    elif hours < 1:
-        text = f"{minutes} min"
-    elif days < 1:
-        text = f"{hours} h {minutes % 60} min"
-    else:
-        text = f"{days} d {hours % 24} h"
-    return text + " ago"
-
-
-def _iso(stamp: Optional[float]) -> Optional[str]:
-    if stamp is None:
-        return None
-    return datetime.datetime.fromtimestamp(stamp).astimezone().isoformat(timespec="seconds")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Dict, Iterable, List, Optional, Sequence
@@ -43,6 +44,9 @@ JOB_REMOVED_RULE = (f"type='signal',sender='{SERVICE}',path='{MANAGER_PATH}',"
 JOB_OK = ("done", "skipped")
 # The probe's STATUS= texts while it waits, and after it gave up (Restart= then tries again).
 PROBE_WAITING = ("waiting for ", "gave up after ")
+
+# siginfo_t's si_code for a child's end (ExecMainCode).
+CLD_EXITED, CLD_KILLED, CLD_DUMPED = 1, 2, 3
 
 _NOT_RUNNING = ("org.freedesktop.DBus.Error.ServiceUnknown", "org.freedesktop.DBus.Error.NameHasNoOwner")
 _DENIED = ("org.freedesktop.DBus.Error.AccessDenied", "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired")
@@ -108,6 +112,21 @@ class UnitState:
     status_text: str  # STATUS= of the service (the probe's "waiting for db ...")
     main_pid: int
     result: str  # the service's last result: success, exit-code, timeout ...
+    exec_main_code: int = 0  # how its last main process ended: 1 exited, 2 killed, 3 dumped core; 0 not yet
+    exec_main_status: int = 0  # its exit status, or the signal that ended it
+
+    @property
+    def exit_reason(self) -> str:
+        """How the last main process ended, e.g. ``exit status 3``, ``killed by SIGKILL``; "" if unknown."""
+        if self.exec_main_code == CLD_EXITED:
+            return f"exit status {self.exec_main_status}"
+        if self.exec_main_code in (CLD_KILLED, CLD_DUMPED):
+            try:
+                name = signal.Signals(self.exec_main_status).name
+            except ValueError:
+                name = f"signal {self.exec_main_status}"
+            return f"killed by {name}" + (" (core dumped)" if self.exec_main_code == CLD_DUMPED else "")
+        return ""
 
     @property
     def active(self) -> bool:
@@ -274,6 +293,8 @@ class Systemd:
             status_text=value("StatusText", ""),
             main_pid=value("MainPID", 0),
             result=value("Result", ""),
+            exec_main_code=value("ExecMainCode", 0),
+            exec_main_status=value("ExecMainStatus", 0),
         )
 
     async def unit_states(self, units: Iterable[str]) -> List[UnitState]:

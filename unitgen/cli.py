@@ -50,6 +50,7 @@ probe_option = click.option(
     help="Absolute path of unitgen-probe in the units (default: the one installed with unitgen).")
 force_option = click.option(
     "--force", is_flag=True, help="Take over files unitgen did not write, or that changed since.")
+dry_run_option = click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
 bus_option = click.option(
     "--bus-address", metavar="ADDRESS", envvar="DBUS_SYSTEM_BUS_ADDRESS",
     help="D-Bus address of systemd's bus (default: the system bus, unix:path=/run/dbus/system_bus_socket).")
@@ -90,7 +91,7 @@ def cli() -> None:
               help="Directory to write the units to; - prints them.")
 @host_option
 @probe_option
-@click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
+@dry_run_option
 @click.option("--diff", "show_diff", is_flag=True, help="Show a unified diff of every changed unit.")
 @force_option
 def render(conf: str, output: str, host: Optional[str], probe_path: Optional[str],
@@ -435,22 +436,27 @@ def import_autoheal(files, host: Optional[str], addresses, output: str, force: b
 @host_option
 @probe_option
 @bus_option
-@click.option("--dry-run", is_flag=True, help="Show what would change; write nothing, ask systemd nothing but states.")
+@dry_run_option
 @click.option("--no-start", is_flag=True,
               help="Write, enable and reload only: start and restart nothing (units that left the conf still stop).")
 @click.option("--wait", type=click.FloatRange(min=0), default=30.0, show_default=True, metavar="SECONDS",
               help="How long to wait for the start/restart/stop jobs; a unit still starting then is reported "
                    "as waiting, and systemd carries on.")
+@click.option("--settle", type=click.FloatRange(min=0), default=5.0, show_default=True, metavar="SECONDS",
+              help="How long each unit that came up is watched: its main process ending, or a restart, "
+                   "meanwhile is a failure (0: do not watch).")
 @force_option
 def apply(conf: str, output: str, host: Optional[str], probe_path: Optional[str], bus_address: Optional[str],
-          dry_run: bool, no_start: bool, wait: float, force: bool) -> None:
+          dry_run: bool, no_start: bool, wait: float, settle: float, force: bool) -> None:
     """Render the conf's units for this host and make systemd run them, over D-Bus.
 
     Writes the units as render does (only files unitgen owns), enables and
     reloads, starts added units, restarts changed ones (unchanged running
     units are left alone), stops and disables units that left the conf, then
-    waits for the jobs and reports each. A unit whose probe still waits for a
-    dependency is reported as waiting, not failed. Exit 1 if a job failed.
+    waits for the jobs and watches each unit that came up for --settle
+    seconds. A unit whose probe still waits for a dependency is reported as
+    waiting, not failed. Exit 1 if a job failed, or a unit's main process
+    ended or was restarted while watched (with systemd's reason).
 
     \b
     Example:
@@ -459,10 +465,9 @@ def apply(conf: str, output: str, host: Optional[str], probe_path: Optional[str]
     """
     from . import apply as applying
 
-    outcomes = applying.apply(_load(conf), output=output, host=host, probe=probe_path, bus_address=bus_address,
-                              dry_run=dry_run, start=not no_start, force=force, wait=wait, echo=click.echo)
-    if any(o.failed for o in outcomes):
-        sys.exit(1)
+    sys.exit(applying.run(_load(conf), output=output, host=host, probe=probe_path, bus_address=bus_address,
+                          dry_run=dry_run, start=not no_start, force=force, wait=wait, settle=settle,
+                          echo=click.echo))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -477,40 +482,22 @@ def status(conf: str, host: Optional[str], bus_address: Optional[str], as_json: 
            interval: float) -> None:
     """Show each service of the conf on this host: state, since when, restarts, and what it waits for.
 
-    A dependency the run-time watcher (unitgen watch) finds lost is shown
-    with since when and why. Exit 0 only when every service is active.
+    A unit restarted twice or more in the last minute is shown as a restart
+    loop, with why its last run ended. A dependency the run-time watcher
+    (unitgen watch) finds lost is shown with since when and why. Exit 0 only
+    when every service is active and none loops.
 
     \b
     Example:
       unitgen status /etc/unitgen/conf.yaml
       unitgen status conf.yaml --watch
     """
-    from . import apply as applying, watch as watching
+    from . import status as showing
 
-    units = applying.status_units(_load(conf), host)
-    colour = not as_json and applying.colour_wanted(sys.stdout, os.environ)
-    last = []
-
-    def show(states) -> None:
-        if watch and sys.stdout.isatty():
-            click.clear()
-        elif last:
-            click.echo()
-        watched = watching.read_state()
-        lines = (applying.status_json(states, watched) if as_json
-                 else applying.status_table(states, colour, watched=watched))
-        click.echo("\n".join(lines), color=colour)
-        last[:] = states
-
-    if watch:
-        try:
-            applying.watch_states(units, bus_address, interval, show)
-        except KeyboardInterrupt:
-            pass
-    else:
-        show(applying.read_states(units, bus_address))
-    if not applying.all_active(last):
-        sys.exit(1)
+    colour = not as_json and showing.colour_wanted(sys.stdout, os.environ)
+    sys.exit(showing.run(_load(conf), host=host, bus_address=bus_address, as_json=as_json, watch=watch,
+                         interval=interval, colour=colour, clear=watch and sys.stdout.isatty(),
+                         echo=lambda text: click.echo(text, color=colour)))
 
 
 @cli.command("install-generator", context_settings=CONTEXT)

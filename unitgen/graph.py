@@ -216,6 +216,13 @@ def _readiness(service: Service, address: str, label: str, timeout: Optional[flo
     return Target("tcp", join_host_port(address, service.listen), name=label, timeout=timeout)
 
 
+def own_readiness(service: Service) -> Optional[Target]:
+    """What tells, on its own host, that ``service`` is ready; None without listen: or health:."""
+    if not (service.health or service.listen):
+        return None
+    return _readiness(service, "127.0.0.1", service.name, None)
+
+
 class Graph:
     """The fleet: nodes, the edges between them, and dependencies outside the conf.
 
