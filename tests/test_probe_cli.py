@@ -189,6 +189,28 @@ def test_credentials_are_never_printed(tmp_path):
     assert "127.0.0.1" in seen  # the rest of the URL is there
 
 
+@pytest.mark.parametrize("password", ["PW1/PW2", "PW1#PW2", "PW1?PW2", "PW1@PW2", "PW1 PW2",
+                                      "PW1\u2028PW2", "PW1%40PW2"])
+def test_a_password_with_any_character_is_never_printed(tmp_path, password):
+    """Usage errors, log lines, --json, STATUS=: whatever the password holds unencoded."""
+    notify = NotifySocket(tmp_path)
+    try:
+        with HttpServer(answer(503)) as s:
+            url = s.url.replace("://", f"://admin:{password}@") + "/health"
+            env = probe_env(NOTIFY_SOCKET=notify.address)
+            runs = [run_probe("--deadline", "0.5", "-v", "--json", "http", url, env=env),
+                    run_probe("--once", "--json", "http", url, env=env),
+                    run_probe("--once", "http", url, "--name", "api", env=env)]
+            if " " not in password:  # in a shell command, a space ends the URL: no URL has one
+                runs.append(run_probe("--once", "exec", f"curl -fsS '{url}'", "--timeout", "0.1", env=env))
+        seen = "".join(r.stdout + r.stderr for r in runs) + "".join(notify.messages())
+    finally:
+        notify.close()
+    assert "PW" not in seen and "admin" not in seen, seen
+    # refused (exit 2) where the password ends the host early, else checked (exit 1: 503)
+    assert runs[0].returncode == (2 if password[3] in "/#? " else 1)
+
+
 def test_once_reports_a_server_that_never_answers():
     with HttpServer(lambda handler: time.sleep(5)) as slow:
         done = run_probe("--once", "http", slow.url, "--timeout", "0.3")

@@ -160,7 +160,13 @@ def test_credentials_never_shown():
     ("https://token@h", "https://h"),
     ("curl http://a:b@h/ && curl HTTPS://c:d@i/", "curl http://h/ && curl HTTPS://i/"),
     ("mail user@example.com", "mail user@example.com"),
-    ("http://h/path@x", "http://h/path@x"),
+    # An @ after a / ? or # may end a password that held it unencoded: the
+    # safe side is to remove all up to it (a URL the probe accepts has none).
+    ("http://u:pa/ss@h/x", "http://h/x"),
+    ("http://u:pa#ss@h/", "http://h/"),
+    ("http://u:pa?ss@h/", "http://h/"),
+    ("'http://u:p\u2028a\u00a0ss@h/' x@y", "'http://h/' x@y"),  # only ASCII white space ends a word
+    ("http://h/path@x", "http://x"),
 ])
 def test_redact(text, shown):
     assert redact(text) == shown
@@ -173,8 +179,17 @@ def test_redact(text, shown):
     ["http", "http://admin:s3cr3t@db/ x"],
     ["http", "ftp://admin:s3cr3t@db/"],
     ["--timeout", "http://admin:s3cr3t@db/", "tcp", "a:1"],
+    # unencoded / # ? or a space in the password: the host would end early
+    ["http", "http://admin:s3cr3t/s3cr3t@db/"],
+    ["http", "http://admin:s3cr3t#s3cr3t@db/"],
+    ["http", "https://admin:s3cr3t?s3cr3t@db/"],
+    ["http", "http://admin:s3cr3t s3cr3t@db/"],
+    ["http", "http://admin:s3cr3t/s3cr3t@db/", "--insecure"],
+    ["http", "http://admin:s3cr3t@db/x@y"],
+    ["http", "http://admin:s3cr3t/@[::1/"],
 ])
 def test_usage_errors_never_quote_credentials(argv):
     with pytest.raises(UsageError) as error:
         parse_argv(argv)
     assert "s3cr3t" not in str(error.value) and "admin" not in str(error.value)
+    assert "cr3t" not in str(error.value) and "s3" not in str(error.value)

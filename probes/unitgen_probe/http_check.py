@@ -52,7 +52,7 @@ def check_http(target, budget):
             raise Failed(f"redirect loop (back to {_shown(text)})")
         seen.add(text)
         try:
-            url = parse_url(text)
+            url = parse_url(text, strict=False)
         except UsageError as error:
             raise Failed(f"redirect to an unusable URL: {error}") from None
         if url.username is not None or _origin(url) != origin:

@@ -183,14 +183,21 @@ def _parse_tcp(spec):
     return _hostname(host, "tcp " + spec), _port(port, spec)
 
 
-def parse_url(spec):
-    """Validate an http:// or https:// URL -> urllib.parse.SplitResult."""
+def parse_url(spec, strict=True):
+    """Validate an http:// or https:// URL -> urllib.parse.SplitResult.
+
+    *strict* (a URL the operator wrote): an ``@`` after the host is refused,
+    so that the credentials of an accepted URL are exactly what `redact`
+    removes; an unencoded ``/``, ``#`` or ``?`` in a password would otherwise
+    end the host early and put the rest of the password in the path, where
+    it would be printed. A URL a server redirects to is not strict.
+    """
     scheme = spec.partition(":")[0].lower()
     if scheme not in ("http", "https") or not spec[len(scheme):].startswith("://"):
-        raise UsageError(f"http {spec}: the URL must start with http:// or https://")
+        raise UsageError(f"http {_url_shown(spec)}: the URL must start with http:// or https://")
     bad = [c for c in spec if c <= " " or c == "\x7f"]
     if bad:
-        raise UsageError(f"http {printable(spec)}: the URL contains "
+        raise UsageError(f"http {_url_shown(spec)}: the URL contains "
                          f"{'a space' if bad[0] == ' ' else 'a control character'}"
                          " (percent-encode it)")
     from urllib.parse import urlsplit
@@ -198,15 +205,18 @@ def parse_url(spec):
     try:
         url = urlsplit(spec)
     except ValueError as error:  # e.g. "Invalid IPv6 URL"
-        raise UsageError(f"http {spec}: {error}") from None
+        raise UsageError(f"http {_url_shown(spec)}: {error}") from None
+    if strict and "@" in spec[len(scheme) + 3 + len(url.netloc):]:
+        raise UsageError(f"http {_url_shown(spec)}: an '@' after the host: percent-encode it as %40 "
+                         "(and in a user name or password, / # ? @ as %2F %23 %3F %40)")
     try:
         port = url.port  # None when absent; ValueError when not a number in 0-65535
     except ValueError:
         port = 0
     if port == 0:
-        raise UsageError(f"http {spec}: the port must be a number from 1 to 65535")
+        raise UsageError(f"http {_url_shown(spec)}: the port must be a number from 1 to 65535")
     host = url.hostname or ""
-    where = "http " + spec
+    where = "http " + _url_shown(spec)
     if "[" in url.netloc:
         _ipv6(host, where)
     else:
@@ -331,12 +341,29 @@ def _path(path, option):
 # --- showing ---------------------------------------------------------------
 
 def redact(text):
-    """Remove URL credentials (``scheme://user:password@``) from *text*."""
+    """Remove URL credentials from *text*: after each ``scheme://``, all up to
+    the last ``@`` of that word (a word ends at ASCII white space only).
+
+    Over-removing is the safe side: in a URL the probe accepts, an ``@`` can
+    only end the credentials (parse_url), so there it removes exactly them;
+    in any other text (a command, a server's redirect, a URL that was
+    refused because a password held an unencoded ``/``, ``#``, ``?`` or
+    ``@``) it may remove the host with them, never leave a secret.
+    """
     if "@" not in text:
         return text
     import re
 
-    return re.sub(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s]*@", r"\1", text)
+    return re.sub(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\t\n\v\f\r ]*@", r"\1", text)
+
+
+def _url_shown(spec):
+    """A URL for a message: credentials removed, control characters escaped,
+    and, where a space may have split the password, everything up to its
+    last ``@`` removed too."""
+    head, sep, _ = spec.partition("://")
+    shown = head + sep + spec.rpartition("@")[2] if sep and "@" in spec else spec
+    return printable(shown)
 
 
 _CONTROL = {c: f"\\x{c:02x}" for c in (*range(32), 127)}
