@@ -268,7 +268,7 @@ def probe(conf: str, service: str, host: Optional[str], timeout: Optional[float]
 
     model = _load(conf)
     targets = probing.targets_of(model, service, graph.local_host(model, host))
-    results = probing.check_all(targets, timeout)
+    results = probing.check_all(model.services[service], targets, timeout)
     if as_json:
         import json
 

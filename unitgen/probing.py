@@ -10,11 +10,12 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import List, Optional, Sequence, Tuple
 
-from unitgen_probe import Result, Target, check
+from unitgen_probe import Result, Target
 
 from . import graph
 from .errors import UsageError
-from .model import Conf
+from .model import Conf, Service
+from .runas import CannotCheck, Checker, run_as
 from .schema import did_you_mean
 
 
@@ -31,9 +32,22 @@ def targets_of(conf: Conf, name: str, host: Optional[str]) -> Tuple[Target, ...]
     return plan.targets
 
 
-def check_all(targets: Sequence[Target], timeout: Optional[float] = None) -> List[Result]:
-    """One attempt at each target, all in parallel; results in target order."""
+def check_all(service: Service, targets: Sequence[Target], timeout: Optional[float] = None) -> List[Result]:
+    """One attempt at each target, all in parallel, as ``service``'s unit
+    runs them (its user and groups: runas.py); results in target order. A
+    check that cannot run as that user fails with the reason, unasked."""
     if not targets:
         return []
-    with ThreadPoolExecutor(max_workers=min(len(targets), 32)) as pool:
-        return list(pool.map(lambda t: check(t, timeout), targets))
+    checker = Checker(run_as(service))
+
+    def one(target: Target) -> Result:
+        try:
+            return checker.check(target, timeout)
+        except CannotCheck as why:
+            return Result(False, f"not checked: {why}", 0.0)
+
+    try:
+        with ThreadPoolExecutor(max_workers=min(len(targets), 32)) as pool:
+            return list(pool.map(one, targets))
+    finally:
+        checker.close()

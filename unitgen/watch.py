@@ -36,7 +36,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Literal, Optional, Sequence, Tuple
 
-from unitgen_probe import Result, Target, check
+from unitgen_probe import Result, Target
+
+from .runas import CannotCheck, Checker, RunAs, run_as
 
 CHECK_INTERVAL = 2.0
 RESTART_INTERVAL = 60.0
@@ -74,6 +76,7 @@ class Watched:
     last_restart: Optional[float] = None  # monotonic
     stopped_by_us: bool = False
     actions: List[dict] = field(default_factory=list)  # the last few decisions, for status
+    run_as: RunAs = RunAs()  # who its checks run as: the unit's own user (runas.py)
 
     def lost(self) -> List[Dependency]:
         return [d for d in self.dependencies if d.lost]
@@ -144,7 +147,7 @@ def watched_services(plans) -> List[Watched]:
     """The services of these unit plans that act on a lost remote dependency."""
     return [
         Watched(p.unit, p.service.on_dependency_loss, p.service.loss_threshold.failures,
-                p.service.loss_threshold.seconds, [Dependency(t) for t in p.remote])
+                p.service.loss_threshold.seconds, [Dependency(t) for t in p.remote], run_as=run_as(p.service))
         for p in plans if p.service.on_dependency_loss != "ignore" and p.remote
     ]
 
@@ -172,23 +175,40 @@ class Watcher:
         self.lock = asyncio.Lock()
 
     async def run(self) -> None:
-        targets: Dict[Target, List[Tuple[Watched, Dependency]]] = {}
+        # A target is checked once per identity that needs it: two services
+        # with different users each get their own answer (runas.py).
+        checkers: Dict[RunAs, Checker] = {}
+        targets: Dict[Tuple[RunAs, Target], List[Tuple[Watched, Dependency]]] = {}
         for service in self.services:
+            checkers.setdefault(service.run_as, Checker(service.run_as))
             for dep in service.dependencies:
-                targets.setdefault(dep.target, []).append((service, dep))
+                targets.setdefault((service.run_as, dep.target), []).append((service, dep))
         self.log(f"watching {sum(len(s.dependencies) for s in self.services)} dependencies of "
                  f"{len(self.services)} services: {', '.join(s.unit for s in self.services)}")
         self._save()
-        await asyncio.gather(*(self._watch(target, users) for target, users in targets.items()))
+        try:
+            await asyncio.gather(*(self._watch(checkers[who], target, users)
+                                   for (who, target), users in targets.items()))
+        finally:
+            for checker in checkers.values():
+                checker.close()
 
-    async def _watch(self, target: Target, users: List[Tuple[Watched, Dependency]]) -> None:
+    async def _watch(self, checker: Checker, target: Target, users: List[Tuple[Watched, Dependency]]) -> None:
         loop = asyncio.get_running_loop()
+        cannot = ""
         while True:
             started = time.monotonic()
-            result = await loop.run_in_executor(None, check, target)
-            for service, dep in users:
-                async with self.lock:
-                    await self._observe(service, dep, result)
+            try:
+                result = await loop.run_in_executor(None, checker.check, target)
+            except CannotCheck as why:  # not an answer of the dependency: nothing to decide on
+                if str(why) != cannot:
+                    self.log(f"{', '.join(s.unit for s, _ in users)}: {target.display} not checked: {why}")
+                cannot = str(why)
+            else:
+                cannot = ""
+                for service, dep in users:
+                    async with self.lock:
+                        await self._observe(service, dep, result)
             await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
 
     async def _observe(self, service: Watched, dep: Dependency, result: Result) -> None:
