@@ -25,6 +25,19 @@ def bed_available() -> None:
 
 
 @pytest.fixture
+def open_dir():
+    """A scratch directory every user can search (pytest's own is mode 700)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp(prefix="unitgen-test-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+@pytest.fixture
 def make_fleet():
     """Factory: ``make_fleet(["h1", "h2"])`` -> a bed.Fleet, torn down after the test."""
     bed_available()

@@ -291,3 +291,38 @@ def test_status_watch_from_outside_the_host_until_interrupted(host, tmp_path):
     assert watch.returncode == 0, err  # every service active when interrupted
     assert "Traceback" not in err
     assert "\x1b[" not in out  # no colour off a terminal
+
+
+def test_a_probe_its_user_cannot_run_is_refused_and_would_have_failed_with_203(host):
+    """unitgen installed in a venv under /root (mode 700), services as another user."""
+    host.run(["chmod", "700", "/root"])  # as on a stock machine (the bed's disks have 711)
+    text = conf("db") + ("  shy:\n    exec: [/bin/sleep, '100000']\n    user: nobody\n"
+                         "    deps:\n      - service: db\n")
+    refused = unitgen(host, "apply", CONF_PATH, conf_text=text, check=False)
+    assert refused.returncode == 1
+    (line,) = refused.stderr.splitlines()
+    assert line.startswith("unitgen: shy: its dependency probe runs as nobody, who cannot reach ")
+    assert "(/root is mode 700)" in line and "--allow-unreachable-probe" in line
+    assert not host.exists(f"{UNITS}/shy.service") and not host.exists(f"{UNITS}/db.service")
+
+    # what the refusal spared the operator: the unit cannot start, ever
+    forced = unitgen(host, "apply", CONF_PATH, "--allow-unreachable-probe", check=False)
+    assert forced.returncode == 1
+    assert "failed    shy.service: " in forced.stdout and "started   db.service" in forced.stdout
+    assert "status=203" in host.systemctl("show", "-P", "ExecStartPre", "shy.service")
+
+
+def test_the_readme_example_postgres_runs_on_debian(make_fleet):
+    """examples/conf.yaml (the README's native example) on its host db1, with
+    Debian's PostgreSQL 15: check says ok, and the unit serves."""
+    from pathlib import Path
+
+    fleet = make_fleet(["db1"])
+    fleet.boot_all()
+    db1 = fleet["db1"]
+    text = (Path(__file__).resolve().parent.parent / "examples" / "conf.yaml").read_text()
+    unitgen(db1, "check", CONF_PATH, conf_text=text)
+    result = unitgen(db1, "apply", CONF_PATH, "--settle", "8")
+    assert "started   postgres.service: active (running)" in result.stdout
+    db1.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432"])  # exit 0: accepting connections
+    assert show(db1, "postgres.service", "NRestarts") == ["0"]

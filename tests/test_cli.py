@@ -128,3 +128,67 @@ def test_no_traceback_when_the_conf_is_missing(tmp_path):
     result = run("render", str(tmp_path / "nope.yaml"))
     assert result.exit_code == 2
     assert "cannot read the conf: No such file or directory" in result.stderr
+
+
+# -- a probe the services' users cannot run (issue 19: a venv under /root) -------------------------
+
+NOBODY_CONF = ("version: 1\nservices:\n  web:\n    exec: [/bin/true]\n    user: nobody\n"
+               "    deps:\n      - tcp: 127.0.0.1:9\n  lone:\n    exec: [/bin/true]\n    user: nobody\n")
+
+
+def probe_in(directory: Path, interpreter: str = "/bin/sh") -> Path:
+    probe = directory / "unitgen-probe"
+    probe.write_text(f"#!{interpreter}\n")
+    probe.chmod(0o755)
+    return probe
+
+
+@pytest.mark.parametrize("command", ["render", "apply"])
+def test_a_probe_under_a_private_directory_is_refused_before_anything_is_written(open_dir, command):
+    private = open_dir / "root"  # as /root is: mode 700
+    private.mkdir(mode=0o700)
+    (private / "venv").mkdir()
+    probe = probe_in(private / "venv")
+    conf = open_dir / "conf.yaml"
+    conf.write_text(NOBODY_CONF)
+    out = open_dir / "out"
+    bus = ["--bus-address", "unix:path=/nonexistent"] if command == "apply" else []
+    result = run(command, str(conf), "-o", str(out), "--probe", str(probe), *bus)
+    assert result.exit_code == 1, result.output
+    (line,) = result.stderr.splitlines()  # one line, saying what to do
+    assert line.startswith("unitgen: web: its dependency probe runs as nobody, who cannot reach ")
+    assert f"({private} is mode 700)" in line
+    assert "/opt/unitgen" in line and "--probe PATH" in line and "--allow-unreachable-probe" in line
+    assert not out.exists()  # nothing written (and for apply: systemd not even asked)
+
+    if command == "render":
+        allowed = run(command, str(conf), "-o", str(out), "--probe", str(probe), "--allow-unreachable-probe")
+        assert allowed.exit_code == 0, allowed.output
+        assert (out / "web.service").exists()
+        printed = run(command, str(conf), "--probe", str(probe))  # printing writes no unit
+        assert printed.exit_code == 0 and "### web.service" in printed.stdout
+
+
+def test_a_probe_whose_interpreter_leads_into_a_private_directory_is_refused(open_dir):
+    private = open_dir / "pyenv"
+    private.mkdir(mode=0o700)
+    (private / "python3").symlink_to("/bin/sh")
+    (open_dir / "venv").mkdir(mode=0o755)
+    (open_dir / "venv" / "python").symlink_to(private / "python3")  # a venv's python: a link into its base
+    probe = probe_in(open_dir / "venv", interpreter=str(open_dir / "venv" / "python"))
+    conf = open_dir / "conf.yaml"
+    conf.write_text(NOBODY_CONF)
+    result = run("render", str(conf), "-o", str(open_dir / "out"), "--probe", str(probe))
+    assert result.exit_code == 1, result.output
+    assert f"({private} is mode 700)" in result.stderr
+    check = run("check", str(conf), "--probe", str(probe))  # check warns about the same, and says ok
+    assert check.exit_code == 0 and f"({private} is mode 700)" in check.stderr
+
+
+def test_a_probe_every_user_reaches_and_one_not_on_this_machine_are_not_refused(open_dir):
+    conf = open_dir / "conf.yaml"
+    conf.write_text(NOBODY_CONF)
+    probe = probe_in(open_dir)
+    for path in (str(probe), "/nonexistent/unitgen-probe"):  # units rendered for another machine
+        result = run("render", str(conf), "-o", str(open_dir / "out"), "--probe", path, "--force")
+        assert result.exit_code == 0, result.output

@@ -142,18 +142,6 @@ def test_unknown_users_and_groups_are_reported(tmp_path):
     assert "a: warning: group 'no_such_group_x' does not exist on this host" in result.stderr
 
 
-@pytest.fixture
-def open_dir():
-    """A scratch directory every user can search (pytest's own is mode 700)."""
-    import shutil
-    import tempfile
-
-    path = Path(tempfile.mkdtemp(prefix="unitgen-lint-", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path)
-
-
 def test_a_probe_the_services_user_cannot_run_is_reported(open_dir):
     """The probe runs as the service's user: every directory on the way must let it through."""
     tmp_path = open_dir

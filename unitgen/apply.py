@@ -45,7 +45,7 @@ from typing import Callable, Dict, List, Literal, Optional, Sequence
 
 from unitgen_probe import Target
 
-from . import bus, graph, journal, systemd
+from . import bus, graph, journal, lint, paths, systemd
 from .errors import UnitgenError
 from .install import OutputDir, Plan
 from .model import Conf
@@ -110,7 +110,7 @@ def run(conf: Conf, **options) -> int:
 def apply(conf: Conf, *, output: str = DEFAULT_OUTPUT, host: Optional[str] = None,
           probe: Optional[str] = None, bus_address: Optional[str] = None, dry_run: bool = False,
           start: bool = True, force: bool = False, wait: float = DEFAULT_WAIT, settle: float = DEFAULT_SETTLE,
-          echo: Echo = print) -> List[Outcome]:
+          allow_unreachable_probe: bool = False, echo: Echo = print) -> List[Outcome]:
     """Make this host's systemd match ``conf``; returns the outcome of every job.
 
     ``start=False`` (--no-start) writes, enables and reloads, and queues no
@@ -118,11 +118,15 @@ def apply(conf: Conf, *, output: str = DEFAULT_OUTPUT, host: Optional[str] = Non
     afterwards).
     """
     where = graph.local_host(conf, host)
-    return asyncio.run(_apply(conf, where, output, probe, bus_address, dry_run, start, force, wait, settle,
-                              echo))
+    plans = graph.plan(conf, where)
+    probe = paths.probe_command(probe)
+    if not allow_unreachable_probe:
+        lint.refuse_unreachable_probe(plans, probe)  # before systemd or any file is touched
+    return asyncio.run(_apply(conf, where, plans, output, probe, bus_address, dry_run, start, force, wait,
+                              settle, echo))
 
 
-async def _apply(conf: Conf, host: Optional[str], output: str, probe: Optional[str],
+async def _apply(conf: Conf, host: Optional[str], plans: List[graph.UnitPlan], output: str, probe: Optional[str],
                  bus_address: Optional[str], dry_run: bool, start: bool, force: bool, wait: float,
                  settle: float, echo: Echo) -> List[Outcome]:
     async with bus.connect(bus_address) as manager:
@@ -145,7 +149,7 @@ async def _apply(conf: Conf, host: Optional[str], output: str, probe: Optional[s
                 if plan.writes or linked:
                     await manager.reload()
                     echo(f"reloaded  systemd {version}")
-                health = {p.unit: t for p in graph.plan(conf, host) for t in [graph.own_readiness(p.service)] if t}
+                health = {p.unit: t for p in plans for t in [graph.own_readiness(p.service)] if t}
                 local = bus.address(bus_address) == bus.SYSTEM_BUS and journal.readable()
                 return outcomes + await _start(manager, changes, idle, start, wait, settle, health, local, echo)
         except PermissionError as exc:

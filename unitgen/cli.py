@@ -50,6 +50,9 @@ probe_option = click.option(
     help="Absolute path of unitgen-probe in the units (default: the one installed with unitgen).")
 force_option = click.option(
     "--force", is_flag=True, help="Take over files unitgen did not write, or that changed since.")
+allow_unreachable_probe_option = click.option(
+    "--allow-unreachable-probe", is_flag=True,
+    help="Write units even if a service's user cannot run the probe here (they would fail with 203/EXEC).")
 dry_run_option = click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
 bus_option = click.option(
     "--bus-address", metavar="ADDRESS", envvar="DBUS_SYSTEM_BUS_ADDRESS",
@@ -94,8 +97,9 @@ def cli() -> None:
 @dry_run_option
 @click.option("--diff", "show_diff", is_flag=True, help="Show a unified diff of every changed unit.")
 @force_option
+@allow_unreachable_probe_option
 def render(conf: str, output: str, host: Optional[str], probe_path: Optional[str],
-           dry_run: bool, show_diff: bool, force: bool) -> None:
+           dry_run: bool, show_diff: bool, force: bool, allow_unreachable_probe: bool) -> None:
     """Render the conf's units for this host into DIR (or print them).
 
     Only files unitgen wrote (listed in DIR/.unitgen-manifest.json) are ever
@@ -111,10 +115,16 @@ def render(conf: str, output: str, host: Optional[str], probe_path: Optional[str
     from .render import Renderer
 
     model = _load(conf)
-    units = Renderer(probe_path).render(model, graph.local_host(model, host))
+    where = graph.local_host(model, host)
+    renderer = Renderer(probe_path)
+    units = renderer.render(model, where)
     if output == "-":
         _print_units(units)
         return
+    if not allow_unreachable_probe:
+        from .lint import refuse_unreachable_probe
+
+        refuse_unreachable_probe(graph.plan(model, where), renderer.probe)
     source = os.path.abspath(conf)
     with OutputDir(output, create=not dry_run, lock=not dry_run) as out:
         plan = out.plan(units, source, force)
@@ -446,8 +456,10 @@ def import_autoheal(files, host: Optional[str], addresses, output: str, force: b
               help="How long each unit that came up is watched: its main process ending, or a restart, "
                    "meanwhile is a failure (0: do not watch).")
 @force_option
+@allow_unreachable_probe_option
 def apply(conf: str, output: str, host: Optional[str], probe_path: Optional[str], bus_address: Optional[str],
-          dry_run: bool, no_start: bool, wait: float, settle: float, force: bool) -> None:
+          dry_run: bool, no_start: bool, wait: float, settle: float, force: bool,
+          allow_unreachable_probe: bool) -> None:
     """Render the conf's units for this host and make systemd run them, over D-Bus.
 
     Writes the units as render does (only files unitgen owns), enables and
@@ -467,7 +479,7 @@ def apply(conf: str, output: str, host: Optional[str], probe_path: Optional[str]
 
     sys.exit(applying.run(_load(conf), output=output, host=host, probe=probe_path, bus_address=bus_address,
                           dry_run=dry_run, start=not no_start, force=force, wait=wait, settle=settle,
-                          echo=click.echo))
+                          allow_unreachable_probe=allow_unreachable_probe, echo=click.echo))
 
 
 @cli.command(context_settings=CONTEXT)

@@ -23,8 +23,8 @@ import re
 import stat
 from typing import Iterable, List, Optional, Tuple
 
-from .errors import Problem
-from .graph import placements
+from .errors import Problem, UnitgenError
+from .graph import UnitPlan, placements
 from .model import CheckDependency, Conf, Service, ServiceDependency
 from .systemd import has_credentials
 
@@ -107,20 +107,66 @@ def _accounts(service: Service) -> Iterable[Problem]:
 
 
 def _probe_reachable(service: Service, probe: str) -> Iterable[Problem]:
+    why = probe_blocked(service, probe)
+    if why:
+        yield _warn(service, f"its dependency probe {why}; install unitgen where every user can run it, "
+                             "e.g. /usr/local or /opt")
+
+
+# What to do when the probe is out of a service user's reach (render and apply refuse).
+UNREACHABLE_PROBE_HELP = ("install unitgen where every user can run it (a venv under /opt/unitgen, or system-wide), "
+                          "or pass --probe PATH of a unitgen-probe they can run; "
+                          "--allow-unreachable-probe writes the units anyway")
+
+
+def probe_blocked(service: Service, probe: str) -> Optional[str]:
+    """Why the service's user cannot run ``probe`` on this machine
+    (``runs as app, who cannot reach /root/v/bin/python (/root is mode 700)``), or None.
+
+    The script, the interpreter of its #! line, and where symlinks lead (a
+    venv's python is a link into the Python it was made from) must all be
+    reachable: the kernel walks every one of those directories."""
     user = service.user or "root"
     try:
         account = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
     except KeyError:
-        return  # reported by _accounts
+        return None  # reported by _accounts
     if account.pw_uid == 0:
-        return
+        return None
     ids = (account.pw_uid, set(os.getgrouplist(account.pw_name, account.pw_gid)))
     for path in [probe, *_interpreter(probe)]:
-        blocked = _blocked_at(path, ids)
-        if blocked:
-            yield _warn(service, f"its dependency probe runs as {user}, who cannot reach {path} "
-                                 f"({blocked}); install unitgen where every user can run it, e.g. /usr/local or /opt")
-            return
+        for candidate in _link_chain(path):
+            blocked = _blocked_at(candidate, ids)
+            if blocked:
+                return f"runs as {user}, who cannot reach {candidate} ({blocked})"
+    return None
+
+
+def _link_chain(path: str, most: int = 40) -> List[str]:
+    """``path`` and every path its symlinks lead to, one hop at a time (as the kernel walks them)."""
+    chain = [os.path.abspath(path)]
+    while len(chain) <= most:
+        try:
+            target = os.readlink(chain[-1])
+        except OSError:
+            break
+        chain.append(os.path.normpath(os.path.join(os.path.dirname(chain[-1]), target)))
+    return chain
+
+
+def refuse_unreachable_probe(plans: Iterable[UnitPlan], probe: str) -> None:
+    """Raise UnitgenError (one line) if a unit's probe would be out of its user's
+    reach here: such a unit fails at every start with status 203/EXEC. A probe
+    that does not exist on this machine is not judged (units for another one)."""
+    if not os.path.exists(probe):
+        return
+    blocked = [(plan.service.name, why) for plan in plans if plan.targets
+               for why in [probe_blocked(plan.service, probe)] if why]
+    if blocked:
+        name, why = blocked[0]
+        more = f" (and {len(blocked) - 1} more service{'s' if len(blocked) > 2 else ''})" if len(blocked) > 1 else ""
+        raise UnitgenError(f"{name}{more}: its dependency probe {why}, so its unit would fail at every start "
+                           f"(status 203/EXEC); {UNREACHABLE_PROBE_HELP}")
 
 
 def _interpreter(script: str) -> List[str]:
