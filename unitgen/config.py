@@ -87,6 +87,7 @@ class _Reader:
         self.alias_marks: Dict[Tuple[str, str], Tuple[Tuple[Any, ...], Optional[Mark]]] = {}
 
     def read(self) -> Conf:
+        self.check_expansion()
         self.problems = validator().validate(self.data)
         broken = self.broken_services({p.keys for p in self.problems})
         hosts = self.read_hosts()
@@ -103,6 +104,29 @@ class _Reader:
         if self.problems:
             raise ConfigError(self.problems)
         return Conf(self.path, self.format, services, hosts, self.warnings)
+
+    def check_expansion(self) -> None:
+        """Refuse a conf whose aliases and defaults expand past MAX_EXPANDED
+        characters, before anything walks or copies the expanded values (one
+        1 MB value aliased into 10,000 services must not end in MemoryError).
+        A service counts once per host it is rendered on, defaults included."""
+        data = self.data
+        native = isinstance(data.get("services"), dict) and "version" in data
+        services = data["services"] if native else data
+        defaults = data.get("defaults") if native else None
+        hosts = data.get("hosts") if native and isinstance(data.get("hosts"), dict) else {}
+        budget = MAX_EXPANDED
+        shared = _expanded_size(defaults, budget) if isinstance(defaults, dict) else 0
+        for name, raw in services.items():
+            if native or not (isinstance(name, str) and name.startswith("x-")):
+                copies = _placements(raw, hosts)
+                budget -= copies * (shared + _expanded_size(raw, budget // copies + 1) + len(str(name)))
+            if budget < 0:
+                where = services.key_mark_of(name) if isinstance(services, MarkedMap) else None
+                raise ConfigError([Problem(
+                    f"the conf expands to more than {MAX_EXPANDED // (1024 * 1024)} MiB of values once its "
+                    "aliases and defaults are applied to every service (and host); it stops here: share "
+                    "less, or split the fleet", where)])
 
     # -- per format -------------------------------------------------------
     def broken_services(self, problem_keys: Set[Tuple[Any, ...]]) -> Set[Any]:
@@ -210,6 +234,10 @@ class _Reader:
             )
         except ProbeUsageError as exc:
             self.problem(str(exc), keys, mark)
+            return None
+        legacy = _legacy_ipv4(_target_host(kind, spec, item))
+        if legacy:
+            self.problem(legacy, keys, mark)
             return None
         return CheckDependency(target, mark=mark)
 
@@ -326,8 +354,10 @@ class _NativeReader(_Reader):
         hosts = {}
         for name, settings in raw_hosts.items():
             address = settings.get("address") if isinstance(settings, dict) else None
-            if address is not None and not _is_address(address):
-                self.problem(f"{address!r} is not an IP address or a DNS name", ("hosts", name, "address"),
+            if address is not None and _legacy_ipv4(address):
+                self.problem(_legacy_ipv4(address), ("hosts", name, "address"), settings.mark_of("address"))
+            elif address is not None and not _is_address(address):
+                self.problem(f"{quote(address)} is not an IP address or a DNS name", ("hosts", name, "address"),
                              settings.mark_of("address"))
             hosts[name] = Host(name, address)
         return hosts
@@ -532,6 +562,35 @@ def _check_raw_program(text: str) -> None:
     program = text[_EXEC_FLAGS.match(text).end():].split(" ", 1)[0]
     if program and not any(c in program for c in "\"'%\\"):
         systemd.check_program(program)
+
+
+MAX_EXPANDED = 32 * 1024 * 1024  # characters of values a conf may expand to (twice the largest file)
+
+
+def _expanded_size(value: Any, budget: int) -> int:
+    """Characters in ``value`` with every alias expanded, counting at most a
+    little past ``budget`` (a billion-laughs list is never walked whole)."""
+    size, stack = 0, [value]
+    while stack and size <= budget:
+        item = stack.pop()
+        if isinstance(item, dict):  # x- keys are notes: never rendered, never walked
+            kept = [k for k in item if not (isinstance(k, str) and k.startswith("x-"))]
+            size += 1 + sum(len(k) if isinstance(k, str) else 1 for k in kept)
+            stack.extend(item[k] for k in kept)
+        elif isinstance(item, list):
+            size += 1
+            stack.extend(item)
+        else:
+            size += len(item) if isinstance(item, str) else 1
+    return size
+
+
+def _placements(raw: Any, hosts: dict) -> int:
+    """On how many hosts a service (raw) is rendered: its units multiply."""
+    host = raw.get("host") if isinstance(raw, dict) else None
+    if host == "*":
+        return max(1, len(hosts))
+    return max(1, len(host)) if isinstance(host, list) else 1
 
 
 def merge_defaults(defaults: MarkedMap, service: MarkedMap) -> MarkedMap:
@@ -864,6 +923,51 @@ def _default_description(name: str) -> str:
 
 
 _DNS_NAME = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?\Z")
+
+
+_NUMERIC_LABEL = re.compile(r"0[xX][0-9a-fA-F]*\Z|[0-9]+\Z")
+
+
+def _legacy_ipv4(host: Optional[str]) -> Optional[str]:
+    """Why ``host`` is refused, if the C library would read it as an IPv4
+    address other than the one it spells (inet_aton: 0177.0.0.1 is octal
+    127.0.0.1, 127.1 and 2130706433 are 127.0.0.1, 0x7f.1 too); None if not."""
+    if not host:
+        return None
+    labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
+    if not all(_NUMERIC_LABEL.match(label) for label in labels):
+        return None
+    if len(labels) == 4 and host.count(".") == 3:
+        try:
+            ipaddress.IPv4Address(host)
+            return None
+        except ValueError:
+            pass
+    try:
+        import socket
+
+        reading = socket.inet_ntoa(socket.inet_aton(host))
+    except (OSError, ValueError):
+        reading = None
+    meant = f"it is read as {reading}" if reading else "it is no address"
+    return (f"{quote(host)} is not an IPv4 address in plain dotted decimal, and {meant} (leading zeros are "
+            "octal, 0x hex, missing parts zeros): write the four numbers in decimal, or quote a DNS name")
+
+
+def _target_host(kind: str, spec: str, item: dict) -> Optional[str]:
+    """The host a tcp/http/dns check connects to, as written in the conf."""
+    if "host" in item:
+        return item["host"]
+    if kind == "tcp":
+        return spec.rsplit(":", 1)[0].strip("[]")
+    if kind == "http":
+        from urllib.parse import urlsplit
+
+        try:
+            return urlsplit(spec).hostname
+        except ValueError:
+            return None
+    return spec if kind == "dns" else None
 
 
 def _is_address(text: str) -> bool:
