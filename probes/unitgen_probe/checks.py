@@ -41,8 +41,23 @@ def check(target, timeout=None):
     except Failed as failure:
         words = str(failure)
     except Exception as error:  # a probe reports; it does not crash on one odd answer
-        words = f"unexpected error: {type(error).__name__}: {error}"
+        words = cannot_try(error)
     return Result(False, printable(redact(words)), monotonic() - start)
+
+
+def cannot_try(error):
+    """Words for an exception that is not a `Failed`: what the system refused
+    (file descriptors, memory, threads), else an unexpected error."""
+    if isinstance(error, MemoryError):
+        return "cannot try: out of memory"
+    if isinstance(error, RuntimeError) and "thread" in str(error):
+        return f"cannot try: {error}"
+    if isinstance(error, OSError) and error.errno:
+        from os import strerror
+
+        text = strerror(error.errno)
+        return "cannot try: " + text[:1].lower() + text[1:]
+    return f"unexpected error: {type(error).__name__}: {error}"
 
 
 def check_of(kind):

@@ -9,6 +9,7 @@ import sys
 from time import monotonic
 
 from .argv import HELP, PROG, parse_argv
+from .frame import kill_running
 from .notify import Notifier
 from .report import Reporter
 from .targets import UsageError
@@ -40,11 +41,11 @@ def _run(args):
     reporter = Reporter(inv, Notifier.from_environment())
     try:
         return 0 if Waiter(inv, reporter).run() else 1
+    except OSError as error:  # the wait loop's own pipe: no file descriptor left
+        sys.stderr.write(f"{PROG}: cannot wait: {error.strerror}\n")
+        return 1
     except Interrupted as stop:
-        if any(target.kind == "exec" for target in inv.targets):
-            from .command import kill_running
-
-            kill_running()
+        kill_running()  # exec commands and body matchers in flight
         reporter.stopped(_SIGNAL_NAMES.get(stop.signum, f"signal {stop.signum}"), monotonic())
         return 128 + stop.signum
 

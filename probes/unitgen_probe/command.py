@@ -10,7 +10,7 @@ import select
 import signal
 import subprocess
 
-from .frame import Failed
+from .frame import Failed, children, kill_group
 from .targets import printable
 
 #: How much of the command's output is kept; its last line explains a failure.
@@ -18,8 +18,6 @@ TAIL = 4096
 #: How often a running command is checked for having exited while its
 #: output stays open (a background child may hold the pipe).
 _POLL = 0.05
-
-_running = set()  # Popen objects of commands in flight, for kill_running()
 
 
 def check_exec(target, budget):
@@ -32,11 +30,11 @@ def check_exec(target, budget):
                                 stderr=subprocess.STDOUT, start_new_session=True)
     except OSError as error:
         raise Failed(f"cannot run /bin/sh: {error.strerror}") from None
-    _running.add(proc)
+    children.add(proc.pid)  # its session's process group, for frame.kill_running()
     try:
         tail, status = _wait(proc, budget)
     finally:
-        _running.discard(proc)
+        children.discard(proc.pid)
         proc.stdout.close()
     if status is None:
         words = f"killed after {budget.seconds:g} s timeout"
@@ -48,16 +46,6 @@ def check_exec(target, budget):
         return words
     line = _last_line(tail)
     raise Failed(f"{words}: {line}" if line else words)
-
-
-def kill_running():
-    """Kill the process group of every command in flight (the probe is stopping).
-
-    Does not wait for them: a process stuck in the kernel must not hold the
-    probe's exit back.
-    """
-    for proc in list(_running):
-        _signal_group(proc)
 
 
 def _wait(proc, budget):
@@ -103,15 +91,8 @@ def _drain(fd, reads=16):
 
 
 def _kill_group(proc):
-    _signal_group(proc)
+    kill_group(proc.pid)
     proc.wait()
-
-
-def _signal_group(proc):
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _signal_name(number):

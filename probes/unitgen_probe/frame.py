@@ -1,10 +1,17 @@
-"""The frame every check works in: a `Budget` of time, and `Failed` with a
-reason. A leaf: it imports nothing of the probe, so that the code of each
-kind (net, http_check, command) and `checks`, which dispatches to them,
-all depend on it and never on each other in a circle.
+"""The frame every check works in: a `Budget` of time, `Failed` with a
+reason, and the processes a check started (`children`), killed when the
+probe stops. A leaf: it imports nothing of the probe, so that the code of
+each kind (net, http_check, command) and `checks`, which dispatches to
+them, all depend on it and never on each other in a circle.
 """
 
+import _signal  # signal's C core: see wait.py
+import os
 from time import monotonic
+
+#: Process groups of the helpers in flight (exec commands, body matchers):
+#: each leads a group of its own, so that killing it kills what it started.
+children = set()
 
 
 class Failed(Exception):
@@ -28,4 +35,21 @@ class Budget:
         """The `Failed` for running out of time, e.g. "timed out after 2 s (host down)"."""
         during = f" {during}" if during else ""
         why = f" ({why})" if why else ""
-        return Failed(f"timed out after {self.seconds:g} s{during}{why}")
+        return Failed(f"timed out after {round(self.seconds, 1):g} s{during}{why}")
+
+
+def kill_running():
+    """Kill every helper process group in flight (the probe is stopping).
+
+    Does not wait for them: a process stuck in the kernel must not hold the
+    probe's exit back.
+    """
+    for group in list(children):
+        kill_group(group)
+
+
+def kill_group(group):
+    try:
+        os.killpg(group, _signal.SIGKILL)
+    except OSError:  # gone already
+        pass

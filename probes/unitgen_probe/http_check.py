@@ -9,14 +9,17 @@ Credentials in the URL are sent as Basic auth (to the same origin only,
 like curl) and never appear in a reason.
 """
 
+import _signal  # signal's C core: see wait.py
 import http.client
+import os
 import re
+import select
 import socket
 import ssl  # http.client imports it anyway
 from time import monotonic
 from urllib.parse import quote, unquote, urljoin
 
-from .frame import Failed
+from .frame import Failed, children, kill_group
 from .net import connect_any, is_address, reason, resolve
 from .targets import UsageError, accepts, parse_url, printable, redact
 
@@ -42,7 +45,7 @@ def check_http(target, budget):
         if location is None:
             if not accepts(target.status, status):
                 raise Failed(f"HTTP status {status}{where}")
-            if body is not None and not re.search(target.body, body):
+            if body is not None and not _body_matches(target.body, *body, budget):
                 raise Failed(f"HTTP status {status} but the body did not match "
                              f"/{printable(target.body)}/{where}")
             return f"HTTP status {status}{where}"
@@ -61,7 +64,7 @@ def check_http(target, budget):
 
 
 def _fetch(url, target, budget, credentials):
-    """One GET: (status, Location to follow or None, body text or None)."""
+    """One GET: (status, Location to follow or None, (body bytes, charset) or None)."""
     conn = _Connection(url, target, budget)
     doing = "sending the request"
     try:
@@ -78,7 +81,7 @@ def _fetch(url, target, budget, credentials):
             if target.body is None:
                 return status, None, None
             doing = "reading the body"
-            return status, None, _text(response.read(BODY_LIMIT), response)
+            return status, None, (response.read(BODY_LIMIT), response.headers.get_content_charset("utf-8"))
         location = response.getheader("Location")
         if not location:
             raise Failed(f"HTTP status {status} without a Location to follow")
@@ -236,12 +239,71 @@ def _encode(text):
     return "".join(quote(c) if c <= " " or not c.isascii() or c == "\x7f" else c for c in text)
 
 
-def _text(data, response):
-    charset = response.headers.get_content_charset("utf-8")
+def _body_matches(pattern, data, charset, budget):
+    """Whether the body (decoded with *charset*) matches *pattern*, decided
+    in a child process that cannot outlive the budget.
+
+    Python's regular expressions backtrack, and a match runs in C holding
+    the interpreter lock: `(a+)+$` on a 100 KB body would run for ever and
+    keep even the main thread, and with it SIGTERM, waiting. So the match
+    (and the decoding, whose cost depends on a charset the server names)
+    runs in a fork of the probe, which an alarm kills when the budget is
+    spent (even if the probe is gone), and which the attempt stops waiting
+    for and kills at once when the budget is spent or the probe stops.
+    """
+    compiled = re.compile(pattern)
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     try:
-        return data.decode(charset, "replace")
-    except LookupError:
-        return data.decode("utf-8", "replace")
+        pid = os.fork()
+    except OSError as error:
+        os.close(read_fd)
+        os.close(write_fd)
+        raise Failed(f"cannot match the body: cannot start a process: {reason(error)}") from None
+    if pid == 0:
+        _match_in_child(compiled, data, charset, write_fd, budget.left())
+    os.close(write_fd)
+    try:
+        os.setpgid(pid, pid)  # as the child does: whoever runs first, it leads its group
+    except OSError:
+        pass
+    children.add(pid)
+    answer = b""
+    try:
+        poller = select.poll()
+        poller.register(read_fd, select.POLLIN)
+        if poller.poll(int(budget.left() * 1000) + 1):
+            answer = os.read(read_fd, 1)
+    finally:
+        if answer not in (b"0", b"1"):
+            kill_group(pid)
+        _, status = os.waitpid(pid, 0)
+        children.discard(pid)
+        os.close(read_fd)
+    if answer in (b"0", b"1"):
+        return answer == b"1"
+    if os.WIFEXITED(status):  # it failed on its own (no memory?)
+        raise Failed("cannot match the body: the matching process failed")
+    raise budget.timed_out("matching the body", "the regular expression backtracks too much?")
+
+
+def _match_in_child(compiled, data, charset, fd, seconds):
+    """In the fork: match, write b"1" or b"0" to *fd*, exit; never returns.
+    SIGALRM, at its default action, ends it after *seconds* whatever it is doing."""
+    status = 1
+    try:
+        os.setpgid(0, 0)
+        _signal.set_wakeup_fd(-1)  # the probe's wake-up pipe is not ours to write
+        for signum in (_signal.SIGTERM, _signal.SIGINT, _signal.SIGALRM):
+            _signal.signal(signum, _signal.SIG_DFL)
+        _signal.setitimer(_signal.ITIMER_REAL, max(seconds, 0.001))
+        try:
+            text = data.decode(charset, "replace")
+        except Exception:  # not a text encoding, or a codec that fails on it
+            text = data.decode("utf-8", "replace")
+        os.write(fd, b"1" if compiled.search(text) else b"0")
+        status = 0
+    finally:
+        os._exit(status)
 
 
 def _shown(url_text):

@@ -27,7 +27,12 @@ class Notifier:
         """A Notifier for $NOTIFY_SOCKET, or None when not under systemd
         (or the socket is of a kind this does not speak, such as vsock)."""
         address = environ.get("NOTIFY_SOCKET", "")
-        return cls(address) if address[:1] in ("/", "@") and len(address) > 1 else None
+        if address[:1] not in ("/", "@") or len(address) < 2:
+            return None
+        try:
+            return cls(address)
+        except OSError:  # no file descriptor left: a courtesy is the first thing to go
+            return None
 
     def status(self, text):
         """Send ``STATUS=text`` (one line, cut to `STATUS_MAX` characters)."""

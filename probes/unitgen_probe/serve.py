@@ -31,6 +31,7 @@ import sys
 
 from .argv import parse_argv
 from .checks import Result, check, check_of
+from .frame import kill_running
 from .targets import UsageError, printable
 
 _out_lock = _thread.allocate_lock()
@@ -63,8 +64,6 @@ def main(argv=None):
             _thread.start_new_thread(_run, (ident, target, timeout))
         except RuntimeError as error:  # no memory, no threads left: say so, unitgen asks again
             _answer(_result(ident, Result(False, f"cannot start a thread: {error}", 0.0)))
-    from .command import kill_running
-
     kill_running()
     return 0
 

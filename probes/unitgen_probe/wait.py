@@ -29,7 +29,7 @@ import os
 import select
 import time
 
-from .checks import check, check_of
+from .checks import Result, cannot_try, check, check_of
 
 MIN_GAP = 0.25
 MAX_GAP = 0.35
@@ -115,10 +115,13 @@ class Waiter:
         reporter.start(self._probes, now)
         for kind in {p.target.kind for p in self._probes}:
             check_of(kind)  # import the check code here, on the main thread
-        for probe in self._probes:
-            _thread.start_new_thread(self._follow, (probe,))
+        unstarted = list(self._probes)
+        retry_at = now
         while True:
             now = time.monotonic()
+            if unstarted and now >= retry_at:
+                unstarted = [p for p in unstarted if not self._start(p, now)]
+                retry_at = now + MIN_GAP
             with self._lock:
                 events, self._events = self._events, []
             for event in events:
@@ -135,26 +138,62 @@ class Waiter:
                 if now >= give_up_at:
                     return self._finish(False, now)
                 wake = min(wake, give_up_at)
+            if unstarted:
+                wake = min(wake, retry_at)
             self._sleep(read_fd, wake - time.monotonic())
 
     def _follow(self, probe):
         """A target's thread: check, and check again after a gap, until the
-        target passes (or --once, or the deadline leaves no time)."""
+        target passes (or --once, or the deadline leaves no time).
+
+        It never dies of what the system refuses: an attempt that cannot
+        even be made (no file descriptor, no memory, no thread: anything
+        `check` itself could not turn into a reason) is a failed attempt
+        with that reason, and the target is tried again after the gap.
+        """
         while True:
-            timeout = probe.timeout
-            if self._deadline is not None:
-                left = self._deadline - time.monotonic()
-                if left <= 0 or (probe.attempts and left < MIN_GAP):
+            try:
+                if self._attempt(probe):
                     return
-                timeout = min(timeout, left)
-            probe.busy = True
-            result = check(probe.target, timeout)
-            changed = probe.record(result)
-            if changed or self._inv.verbose or self._inv.once:
-                self._post((probe, result, probe.attempts, changed))
-            if result.ok or self._inv.once:
-                return
-            time.sleep(_gap(probe.attempts))
+            except Exception as error:  # e.g. MemoryError, or an import that found no fd
+                try:
+                    self._record(probe, Result(False, cannot_try(error), 0.0))
+                except Exception:
+                    pass  # not even that: the next attempt will say it
+            try:
+                time.sleep(_gap(probe.attempts))
+            except Exception:
+                time.sleep(MAX_GAP)
+
+    def _attempt(self, probe):
+        """One attempt; whether the thread is done (passed, --once, or no time left)."""
+        timeout = probe.timeout
+        if self._deadline is not None:
+            left = self._deadline - time.monotonic()
+            if left <= 0 or (probe.attempts and left < MIN_GAP):
+                return True
+            timeout = min(timeout, left)
+        probe.busy = True
+        result = check(probe.target, timeout)
+        self._record(probe, result)
+        return result.ok or self._inv.once
+
+    def _record(self, probe, result):
+        changed = probe.record(result)
+        if changed or self._inv.verbose or self._inv.once:
+            self._post((probe, result, probe.attempts, changed))
+
+    def _start(self, probe, now):
+        """Start *probe*'s thread; when the system refuses one, record why
+        (once per reason) and return False: the loop tries again later."""
+        try:
+            _thread.start_new_thread(self._follow, (probe,))
+            return True
+        except RuntimeError as error:  # "can't start new thread": no memory or no pids left
+            result = Result(False, f"cannot start a thread: {error}", 0.0)
+        changed = probe.record(result)
+        self._reporter.attempted(probe, result, probe.attempts, changed, now)
+        return False
 
     def _post(self, event):
         """From a target's thread: queue *event* and wake the main thread."""
@@ -187,10 +226,14 @@ def ready(probes, any_):
 
 
 def _gap(failures):
-    """Seconds to wait before the next attempt after *failures* failures."""
-    import random
+    """Seconds to wait before the next attempt after *failures* failures.
 
-    return random.uniform(MIN_GAP, min(MAX_GAP, MIN_GAP * GROWTH ** failures))
+    The jitter comes from getrandom(2) (os.urandom): no module to import on
+    a target's thread, where an import can fail for want of a file descriptor.
+    """
+    fraction = int.from_bytes(os.urandom(4), "little") / 0x100000000
+    high = min(MAX_GAP, MIN_GAP * GROWTH ** failures)
+    return MIN_GAP + (high - MIN_GAP) * fraction
 
 
 def _note_signal(signum, frame):
