@@ -139,6 +139,17 @@ def render(conf: str, output: str, host: Optional[str], probe_path: Optional[str
     _print_plan(plan, output, dry_run=False)
 
 
+def _write_file(path: str, data: bytes) -> None:
+    """-o FILE of graph and import: any OS error is one line, exit 1."""
+    from .install import os_error
+
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+    except OSError as exc:
+        raise os_error(path, "write", exc) from None
+
+
 def _print_units(units: Dict[str, str]) -> None:
     for i, (name, text) in enumerate(units.items()):
         if i:
@@ -340,8 +351,7 @@ def graph(conf: str, fmt: str, output: str) -> None:
             raise UsageError("a png is not for a terminal: pass -o FILE")
         click.get_binary_stream("stdout").write(data)
     else:
-        with open(output, "wb") as f:
-            f.write(data)
+        _write_file(output, data)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -435,8 +445,7 @@ def import_autoheal(files, host: Optional[str], addresses, output: str, force: b
         return
     if os.path.exists(output) and not force:
         raise UsageError(f"{output} exists; pass --force to overwrite it")
-    with open(output, "w", encoding="utf-8") as f:
-        f.write(text)
+    _write_file(output, text.encode("utf-8"))
 
 
 @cli.command(context_settings=CONTEXT)
