@@ -45,7 +45,7 @@ from typing import Callable, Dict, List, Literal, Optional, Sequence
 
 from unitgen_probe import Target
 
-from . import bus, graph, journal, lint, paths, systemd
+from . import bus, graph, journal, lint, paths, systemd, takeover
 from .errors import UnitgenError
 from .install import OutputDir, Plan
 from .model import Conf
@@ -134,15 +134,26 @@ async def _apply(conf: Conf, host: Optional[str], plans: List[graph.UnitPlan], o
         units = Renderer(probe, systemd_version=systemd.major_version(version)).render(conf, host)
         try:
             with OutputDir(output, create=not dry_run, lock=not dry_run) as out:
-                plan = out.plan(units, os.path.abspath(conf.path), force)
+                system = takeover.system_dir(output)
+                taken = takeover.for_plans(plans, system, out.read_manifest()) if system else {}
+                plan = out.plan(units, os.path.abspath(conf.path), force,
+                                replace_links=takeover.links_to_replace(taken, system or ""))
                 out.refuse_conflicts(plan)  # before anything is written or asked of systemd
                 changes = Changes.of(plan)
                 _print_changes(changes, dry_run, echo)
+                for t in taken.values():
+                    echo(f"takeover  {t.describe()}; {takeover.advice(t)}")
+                leaving = list(dict.fromkeys(t.unit for t in taken.values() if t.to_disable and not t.same_name))
+                relinked = [t.name for t in taken.values() if t.to_disable and t.same_name]
                 idle = await _not_running(manager, changes.unchanged)
                 if dry_run:
-                    _print_intended_jobs(changes, idle, start, echo)
+                    _print_intended_jobs(changes, idle, start, echo, leaving)
                     return []
                 outcomes = await _remove(manager, changes.removed, plan.named("remove"), wait, echo)
+                # the package's units leave before ours is written: their links (an alias
+                # in ours' place, wants links) go with DisableUnitFiles, while their files decide
+                outcomes += await _remove(manager, leaving, leaving, wait, echo)
+                await manager.disable(relinked)
                 out.apply(plan)
                 linked = await manager.enable(changes.added + changes.unchanged)
                 linked += await manager.reenable(changes.changed)
@@ -186,10 +197,14 @@ async def _start(manager: bus.Systemd, changes: Changes, idle: List[str], start:
         if to_start or changes.changed:
             echo(f"not started (--no-start): {' '.join(to_start + changes.changed)}")
         return []
+    # An added unit already active runs a process started under that name by
+    # another unit file (a package's nginx.service that ours now overrides): restart it.
+    running = {s.unit for s in await manager.unit_states(changes.added) if s.active_state in ("active", "reloading")}
     jobs = _Jobs(manager)
     for unit in to_start:
-        await jobs.queue(manager.start_unit, unit, "start")
-    for unit in changes.changed:
+        if unit not in running:
+            await jobs.queue(manager.start_unit, unit, "start")
+    for unit in changes.changed + [u for u in changes.added if u in running]:
         await jobs.queue(manager.restart_unit, unit, "restart")
     await jobs.wait(wait, echo)
     outcomes = await jobs.judge()
@@ -357,10 +372,11 @@ def _print_changes(changes: Changes, dry_run: bool, echo: Echo) -> None:
         echo(f"{'unchanged':9} {count} unit{'s' if count != 1 else ''}")
 
 
-def _print_intended_jobs(changes: Changes, idle: List[str], start: bool, echo: Echo) -> None:
+def _print_intended_jobs(changes: Changes, idle: List[str], start: bool, echo: Echo,
+                         leaving: Sequence[str] = ()) -> None:
     """What a real run would ask of systemd (a dry run asks nothing)."""
-    if changes.removed:
-        echo(f"would disable and stop: {' '.join(changes.removed)}")
+    if changes.removed or leaving:
+        echo(f"would disable and stop: {' '.join([*changes.removed, *leaving])}")
     if changes.added or changes.changed or changes.removed:
         echo("would reload systemd" + (f" and enable: {' '.join(changes.added)}" if changes.added else ""))
     if start and changes.added + idle:

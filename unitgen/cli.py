@@ -110,7 +110,7 @@ def render(conf: str, output: str, host: Optional[str], probe_path: Optional[str
       unitgen render /etc/unitgen/conf.yaml -o /etc/systemd/system
       unitgen render conf.yaml --host db1 --dry-run --diff -o /etc/systemd/system
     """
-    from . import graph
+    from . import graph, takeover
     from .install import OutputDir
     from .render import Renderer
 
@@ -126,17 +126,27 @@ def render(conf: str, output: str, host: Optional[str], probe_path: Optional[str
 
         refuse_unreachable_probe(graph.plan(model, where), renderer.probe)
     source = os.path.abspath(conf)
+    system = takeover.system_dir(output)
     with OutputDir(output, create=not dry_run, lock=not dry_run) as out:
-        plan = out.plan(units, source, force)
+        taken = takeover.for_plans(graph.plan(model, where), system, out.read_manifest()) if system else {}
+        plan = out.plan(units, source, force, replace_links=takeover.links_to_replace(taken, system or ""))
         if show_diff:
             _print_diffs(plan, output)
+        _print_takeovers(taken)
         if dry_run:
             _print_plan(plan, output, dry_run=True)
             if plan.conflicts:
                 sys.exit(1)
             return
         out.apply(plan)
-    _print_plan(plan, output, dry_run=False)
+    _print_plan(plan, output, dry_run=False, taken=taken)
+
+
+def _print_takeovers(taken) -> None:
+    from .takeover import advice
+
+    for t in taken.values():
+        click.echo(f"takeover {t.describe()}; {advice(t)}")
 
 
 def _write_file(path: str, data: bytes) -> None:
@@ -178,7 +188,7 @@ def _unit_lines(text: str) -> List[str]:
     return re.findall(r"[^\n]*\n|[^\n]+\Z", text)
 
 
-def _print_plan(plan, output: str, dry_run: bool) -> None:
+def _print_plan(plan, output: str, dry_run: bool, taken=None) -> None:
     verb = {"create": "create", "update": "update", "remove": "remove"} if dry_run else \
         {"create": "created", "update": "updated", "remove": "removed"}
     for action in ("create", "update", "remove"):
@@ -191,14 +201,23 @@ def _print_plan(plan, output: str, dry_run: bool) -> None:
         click.echo(f"refused  {conflict}", err=True)
     if dry_run or not plan.writes:
         return
-    removed, created, updated = plan.named("remove"), plan.named("create"), plan.named("update")
+    taken = taken or {}
+    # A package's unit of another name (redis-server.service behind the alias redis.service)
+    # stops and leaves; one of the same name (nginx.service) is replaced: its links by ours
+    # (reenable), its process by ours (restart). An updated unit is re-enabled too: its file
+    # may have existed, never enabled, or its [Install] changed.
+    leaving = list(dict.fromkeys(t.to_disable for t in taken.values() if t.to_disable and not t.same_name))
+    replaced = [t.name for t in taken.values() if t.same_name and t.name in plan.named("create")]
+    removed, updated = plan.named("remove"), plan.named("update") + replaced
+    created = [name for name in plan.named("create") if name not in replaced]
     click.echo("Next:")
-    if removed:
-        click.echo(f"  systemctl disable --now {_unit_list(removed)}")
+    if removed or leaving:
+        click.echo(f"  systemctl disable --now {_unit_list(removed + leaving)}")
     click.echo("  systemctl daemon-reload")
     if created:
         click.echo(f"  systemctl enable --now {_unit_list(created)}")
     if updated:
+        click.echo(f"  systemctl reenable {_unit_list(updated)}")
         click.echo(f"  systemctl restart {_unit_list(updated)}")
 
 
@@ -244,6 +263,10 @@ def check(conf: str, host: Optional[str], probe_path: Optional[str]) -> None:
     except UnitgenError:
         probe = None
     _print_warnings(lint.lint(model, here, probe, local))
+    if local:
+        from .takeover import warnings
+
+        _print_warnings(warnings(graph.plan(model, here)))
     count = len(model.services)
     click.echo(f"{conf}: ok, {count} service{'s' if count != 1 else ''} ({model.format} format)")
 

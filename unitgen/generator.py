@@ -106,7 +106,21 @@ def generate(out_dir: str, conf_dir: str, log: Log) -> bool:
         _report(log, conf_dir, outcome)
     for warning in outcome.warnings:
         log.warning(str(warning))
+    _report_shadowed(log, outcome)
     return not outcome.problems
+
+
+def _report_shadowed(log: Log, outcome: Outcome) -> None:
+    """A generated unit ranks below /etc/systemd/system and /run/systemd/system:
+    a package's alias there (Debian's redis.service -> redis-server.service) or
+    any unit file of that name silently wins. Say so (takeover.shadowing)."""
+    from .takeover import shadowing
+
+    for unit, (_, _, links) in outcome.units.items():
+        for name in [unit, *(link for link in links if "/" not in link)]:  # the unit and its aliases
+            why = shadowing(name)
+            if why:
+                log.warning(f"{name} is generated but not in effect: {why}")
 
 
 def conf_files(conf_dir: str) -> List[str]:

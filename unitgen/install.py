@@ -43,7 +43,7 @@ import re
 import stat
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Literal, Optional, Tuple
+from typing import Collection, Dict, List, Literal, Optional, Tuple
 
 from .errors import OwnershipError, UnitgenError, one_line
 
@@ -183,23 +183,31 @@ class OutputDir:
 
     # -- planning ------------------------------------------------------------
 
-    def plan(self, units: Dict[str, str], source: str, force: bool = False) -> Plan:
-        """Compare ``units`` (name -> text) with the directory; change nothing."""
+    def plan(self, units: Dict[str, str], source: str, force: bool = False,
+             replace_links: Collection[str] = ()) -> Plan:
+        """Compare ``units`` (name -> text) with the directory; change nothing.
+
+        ``replace_links``: names whose symlink is a package's alias that ours
+        takes over (takeover.py): the link is replaced by our file (rename,
+        never a write through it) without --force."""
         manifest = self.read_manifest()
         self._check_names(units)
         result = Plan(source)
         for name, text in units.items():
-            self._plan_one(result, manifest.get(name), name, text, force)
+            self._plan_one(result, manifest.get(name), name, text, force, name in replace_links)
         for name, entry in manifest.items():
             if entry.get("source") == source and name not in units:
                 self._plan_removal(result, entry, name, force)
         return result
 
-    def _plan_one(self, result: Plan, entry: Optional[dict], name: str, text: str, force: bool) -> None:
+    def _plan_one(self, result: Plan, entry: Optional[dict], name: str, text: str, force: bool,
+                  replace_link: bool = False) -> None:
         try:
             old = self._read(name)
         except _NotRegular as exc:
-            if force and "symlink" in str(exc):
+            if replace_link and "symlink" in str(exc):
+                result.changes.append(Change(name, "create", None, text))
+            elif force and "symlink" in str(exc):
                 result.changes.append(Change(name, "update", None, text))
             else:
                 result.conflicts.append(f"{name} {exc}; unitgen does not write through it"
