@@ -4,7 +4,8 @@ The unit's own probe is an ExecStartPre= without ``+`` or ``!``: systemd runs
 it with the unit's User=, Group= and supplementary groups. The watcher
 (``unitgen-watch.service``, root) and ``unitgen probe`` (usually run with
 sudo) must do the same, or whoever can edit an ``exec:`` script gets root.
-So a service's checks run in a worker process (``unitgen_probe.serve``)
+So a service's checks run in a worker process (``unitgen_probe.serve``, from
+the same place unitgen imports the probe)
 started with the identity systemd would give the unit, dropped before exec:
 
 * User=: the conf's ``user:``, or the last raw ``systemd: {Service: {User:}}``
@@ -38,6 +39,7 @@ import threading
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
+import unitgen_probe
 from unitgen_probe import Result, Target, check, format_argv
 from unitgen_probe.targets import printable, redact
 
@@ -190,7 +192,11 @@ class _Worker:
     """One ``unitgen_probe.serve`` process as an `Identity`, and its answers."""
 
     def __init__(self, identity: Identity):
-        args = [sys.executable, "-I", "-m", "unitgen_probe.serve"]
+        # -I: no PYTHON* variables, no user site, not the working directory
+        # on sys.path; the probe's code from where unitgen itself found it.
+        where = os.path.dirname(os.path.dirname(os.path.abspath(unitgen_probe.__file__)))
+        args = [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {where!r}); "
+                "from unitgen_probe.serve import main; sys.exit(main())"]
         if identity.cwd:
             args += ["--cwd", identity.cwd]
         try:

@@ -1,4 +1,4 @@
-"""``python -m unitgen_probe.serve``: run checks on request, as whoever runs it.
+"""``python -m unitgen_probe.serve`` (or its `main`): run checks on request, as whoever runs it.
 
 unitgen runs as root; a service's checks must not. Its watcher and
 ``unitgen probe`` start this worker with the service's user, group and
