@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 import unitgen_probe
-from unitgen_probe import Result, Target, check, format_argv
+from unitgen_probe import DEFAULT_TIMEOUT, Result, Target, check, format_argv
 from unitgen_probe.targets import printable, redact
 
 from .model import Service
@@ -230,7 +230,7 @@ class _Worker:
                 self.proc.stdin.flush()
             except OSError:
                 self._fail_locked("the check process is gone")
-        limit = (timeout if timeout is not None else (target.timeout or 2.0)) + ANSWER_GRACE
+        limit = (timeout if timeout is not None else (target.timeout or DEFAULT_TIMEOUT)) + ANSWER_GRACE
         if not slot[0].wait(limit):
             self._fail("the check process did not answer in time")
         answer = slot[1]

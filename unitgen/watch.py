@@ -24,6 +24,8 @@ unitgen-watch.service) and the current view is kept in STATE_FILE for
 
 Checks run every CHECK_INTERVAL seconds per dependency, in threads: a
 watcher of a thousand dependencies costs a few threads' worth of sockets.
+They run as the service's own user and groups, never as root (runas.py):
+one worker process per identity, each with threads of its own.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ import json
 import os
 import sys
 import time
+from collections import Counter
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Dict, List, Literal, Optional, Sequence, Tuple
 
@@ -177,29 +181,34 @@ class Watcher:
     async def run(self) -> None:
         # A target is checked once per identity that needs it: two services
         # with different users each get their own answer (runas.py).
-        checkers: Dict[RunAs, Checker] = {}
         targets: Dict[Tuple[RunAs, Target], List[Tuple[Watched, Dependency]]] = {}
         for service in self.services:
-            checkers.setdefault(service.run_as, Checker(service.run_as))
             for dep in service.dependencies:
                 targets.setdefault((service.run_as, dep.target), []).append((service, dep))
+        # Each identity has its checker and threads of its own: a worker that
+        # its user keeps from answering delays that user's checks, no one else's.
+        counts = Counter(who for who, _ in targets)
+        checkers = {who: (Checker(who), ThreadPoolExecutor(min(count, 32), thread_name_prefix="check"))
+                    for who, count in counts.items()}
         self.log(f"watching {sum(len(s.dependencies) for s in self.services)} dependencies of "
                  f"{len(self.services)} services: {', '.join(s.unit for s in self.services)}")
         self._save()
         try:
-            await asyncio.gather(*(self._watch(checkers[who], target, users)
+            await asyncio.gather(*(self._watch(*checkers[who], target, users)
                                    for (who, target), users in targets.items()))
         finally:
-            for checker in checkers.values():
+            for checker, threads in checkers.values():
                 checker.close()
+                threads.shutdown(wait=False)
 
-    async def _watch(self, checker: Checker, target: Target, users: List[Tuple[Watched, Dependency]]) -> None:
+    async def _watch(self, checker: Checker, threads: Executor, target: Target,
+                     users: List[Tuple[Watched, Dependency]]) -> None:
         loop = asyncio.get_running_loop()
         cannot = ""
         while True:
             started = time.monotonic()
             try:
-                result = await loop.run_in_executor(None, checker.check, target)
+                result = await loop.run_in_executor(threads, checker.check, target)
             except CannotCheck as why:  # not an answer of the dependency: nothing to decide on
                 if str(why) != cannot:
                     self.log(f"{', '.join(s.unit for s, _ in users)}: {target.display} not checked: {why}")
