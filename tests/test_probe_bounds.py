@@ -2,16 +2,22 @@
 a body regex that backtracks for ever ends with the attempt's budget and
 never holds SIGTERM back; a target that cannot even be tried (no file
 descriptor, no memory for a thread) is a failed attempt with that reason,
-tried again, and passes once the system allows it."""
+tried again, and passes once the system allows it; a server that drips its
+TLS handshake is cut off at the attempt's timeout."""
 
 import os
 import resource
 import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 
-from probe_helpers import (PROBES, WAIT, HttpServer, ProbeProcess, answer, open_port, probe_command,
+from probe_helpers import (PROBES, WAIT, HttpServer, ProbeProcess, answer, make_certificates, open_port,
                            probe_env, run_probe, stop, wait_until)
+
+from unitgen_probe import Target, check
 
 HOSTILE_BODY = b"a" * 100_000 + b"!"  # (a+)+$ backtracks exponentially on it
 BACKTRACKING = "(a+)+$"
@@ -135,3 +141,59 @@ def test_no_memory_for_a_thread_is_a_reason_and_the_target_is_tried_again():
         after="attempt 2 of")
     assert "cannot start a thread" in err
     assert status == 0, err
+
+
+class _DrippingProxy:
+    """A loopback TCP proxy to *port* that passes what the server sends one
+    byte every 50 ms: each read is quick, the whole never is."""
+
+    def __init__(self, port):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.upstream = port
+        self.closed = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        try:
+            client, _ = self.listener.accept()
+        except OSError:
+            return
+        server = socket.create_connection(("127.0.0.1", self.upstream))
+        threading.Thread(target=self._pass, args=(client, server, 65536, 0), daemon=True).start()
+        self._pass(server, client, 1, 0.05)
+
+    def _pass(self, source, sink, size, pause):
+        try:
+            while not self.closed.is_set():
+                data = source.recv(size)
+                if not data:
+                    break
+                sink.sendall(data)
+                time.sleep(pause)
+        except OSError:
+            pass
+        finally:
+            sink.close()
+
+    def close(self):
+        self.closed.set()
+        self.listener.close()
+
+
+def test_a_server_that_drips_its_tls_handshake_cannot_outlive_the_attempt(tmp_path):
+    ca, cert, key = make_certificates(tmp_path)
+    with HttpServer(answer(200), tls=(cert, key)) as server:
+        proxy = _DrippingProxy(server.port)
+        try:
+            result = check(Target("http", f"https://127.0.0.1:{proxy.port}/", ca_file=ca), timeout=0.5)
+        finally:
+            proxy.close()
+    assert result.reason == "timed out after 0.5 s in the TLS handshake"
+
+
+def test_a_ca_file_that_is_a_fifo_does_not_block_the_attempt(tmp_path):
+    fifo = tmp_path / "ca.pem"
+    os.mkfifo(fifo)  # open() would wait for a writer for ever
+    result = check(Target("http", "https://127.0.0.1:1/", ca_file=str(fifo)), timeout=0.5)
+    assert result.reason == f"TLS error: cannot load the CA file {fifo}: not a regular file"

@@ -16,6 +16,7 @@ import re
 import select
 import socket
 import ssl  # http.client imports it anyway
+import stat
 from time import monotonic
 from urllib.parse import quote, unquote, urljoin
 
@@ -180,6 +181,9 @@ def _context(ca_file, insecure):
             context.verify_mode = ssl.CERT_NONE
         else:
             try:
+                if ca_file is not None and not stat.S_ISREG(os.stat(ca_file).st_mode):
+                    # a FIFO or a device would block the attempt in open() for ever
+                    raise _bad_ca_file(ca_file, "not a regular file")
                 context = ssl.create_default_context(cafile=ca_file)
             except ssl.SSLError as error:
                 raise _bad_ca_file(ca_file, _tls_words(error)) from None
