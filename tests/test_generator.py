@@ -304,7 +304,6 @@ def test_raw_install_settings_make_their_links_too(run):
             systemd:
               Install:
                 RequiredBy: a.target b.target
-                UpheldBy: c.target
                 Alias: www.service
                 WantedBy: "graphical.target\\tdefault.target"
     """)
@@ -312,7 +311,6 @@ def test_raw_install_settings_make_their_links_too(run):
     assert run.listing() == {
         "a.target.requires/web.service": "../web.service",
         "b.target.requires/web.service": "../web.service",
-        "c.target.upholds/web.service": "../web.service",
         "default.target.wants/web.service": "../web.service",
         "graphical.target.wants/web.service": "../web.service",
         "multi-user.target.wants/web.service": "../web.service",

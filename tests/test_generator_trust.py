@@ -94,7 +94,8 @@ def test_a_conf_d_file_name_with_a_line_separator_makes_no_link(run):
     ("WantedBy", "../../escape.target"),
     ("WantedBy", "multi-user.target\u00a0graphical.target"),
     ("RequiredBy", "'\"a b.target\"'"),
-    ("UpheldBy", "'%N.target'"),
+    ("UpheldBy", "c.target"),
+    ("RequiredBy", "'%N.target'"),
     ("Alias", "www.socket"),
     ("Alias", "www@1.service"),
     ("Alias", "web.service"),
@@ -198,13 +199,13 @@ def test_links_are_the_models_install_settings(run):
           web:
             exec: [/usr/bin/sleep, infinity]
             wanted_by: graphical.target
-            systemd: {Install: {Alias: "www.service\\tw3.service", RequiredBy: a.target, UpheldBy: b.target}}
+            systemd: {Install: {Alias: "www.service\\tw3.service", RequiredBy: a.target}}
     """)
     from unitgen import graph
 
     [plan] = graph.plan(config.load(str(conf)), None)
     assert generator.install_links(plan) == [
-        "graphical.target.wants/web.service", "a.target.requires/web.service", "b.target.upholds/web.service",
+        "graphical.target.wants/web.service", "a.target.requires/web.service",
         "www.service", "w3.service"]
 
 

@@ -435,13 +435,16 @@ class _NativeReader(_Reader):
         unit names (the generator links from these, never from a unit's text)."""
         settings: Dict[str, List[str]] = {
             "wanted_by": list(self.unit_references(raw, "wanted_by", keys) or Service.wanted_by),
-            "required_by": [], "upheld_by": [], "aliases": [],
+            "required_by": [], "aliases": [],
         }
-        field_of = {"WantedBy": "wanted_by", "RequiredBy": "required_by", "UpheldBy": "upheld_by", "Alias": "aliases"}
+        field_of = {"WantedBy": "wanted_by", "RequiredBy": "required_by", "Alias": "aliases"}
         directives = (raw.get("systemd") or {}).get("Install") or {}
         unit = systemd.unit_name(name) if _unit_name_ok(name) else None
         for key, value in directives.items():
             where, mark = keys + ("systemd", "Install", key), directives.mark_of(key)
+            if key == "UpheldBy":
+                self.problem("systemd 252 ignores UpheldBy= in [Install] (it makes no link); "
+                             "write Upholds= in the upholding unit instead", where, mark)
             if key == "Also":
                 self.problem("Also= enables other units, which the generator cannot do for units it does not "
                              "make; give those units their own WantedBy=", where, mark)

@@ -16,7 +16,7 @@ directory (``unitgen watch --conf-dir``) as the generator does. NORMAL_DIR
 ranks below /etc/systemd/system, so drop-ins and overrides there still apply.
 
 The links come from the model (wanted_by, and the typed RequiredBy=,
-UpheldBy=, Alias= of the conf's raw [Install]), never from reading a unit's
+Alias= of the conf's raw [Install]), never from reading a unit's
 text back: Python splits lines at U+2028 and others where systemd does not.
 
 A bad conf costs neither the boot nor every service:
@@ -361,15 +361,14 @@ def install_links(plan: UnitPlan) -> List[str]:
     were rendered from: never from reading a unit's text back, which
     could split a line where systemd does not."""
     s = plan.service
-    return _links(plan.unit, s.wanted_by, s.required_by, s.upheld_by, s.aliases)
+    return _links(plan.unit, s.wanted_by, s.required_by, s.aliases)
 
 
 def _links(unit: str, wanted_by: Sequence[str] = (), required_by: Sequence[str] = (),
-           upheld_by: Sequence[str] = (), aliases: Sequence[str] = ()) -> List[str]:
+           aliases: Sequence[str] = ()) -> List[str]:
     suffix = systemd.INSTALL_LINKS
     links = [f"{target}{suffix['WantedBy']}/{unit}" for target in wanted_by]
     links += [f"{target}{suffix['RequiredBy']}/{unit}" for target in required_by]
-    links += [f"{target}{suffix['UpheldBy']}/{unit}" for target in upheld_by]
     links += list(aliases)
     for link in links:  # the model holds unit names only; a path here is a bug, not a conf
         if any(part in ("", ".", "..") for part in link.split("/")) or link.count("/") > 1:

@@ -91,10 +91,9 @@ class Service:
     type: ServiceType = "exec"
     restart_sec: float = DEFAULT_RESTART_SEC
     wanted_by: Tuple[str, ...] = ("multi-user.target",)
-    # The rest of [Install] that makes links (raw Install: RequiredBy=, UpheldBy=,
-    # Alias=): kept typed, so that the generator links from these, never from text.
+    # The rest of [Install] that makes links (raw Install: RequiredBy=, Alias=):
+    # kept typed, so that the generator links from these, never from text.
     required_by: Tuple[str, ...] = ()
-    upheld_by: Tuple[str, ...] = ()
     aliases: Tuple[str, ...] = ()
     hosts: Tuple[str, ...] = ()
     listen: Optional[int] = None

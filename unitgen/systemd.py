@@ -235,12 +235,13 @@ def check_unit_reference(name: str) -> None:
 
 # [Install] settings that ``systemctl enable`` turns into links: the suffix of
 # the target's directory, or None for Alias= (a link beside the unit).
-INSTALL_LINKS = {"WantedBy": ".wants", "RequiredBy": ".requires", "UpheldBy": ".upholds", "Alias": None}
+# (systemd 252 ignores [Install] UpheldBy=, which later versions read: unitgen refuses it.)
+INSTALL_LINKS = {"WantedBy": ".wants", "RequiredBy": ".requires", "Alias": None}
 _INSTALL_SEPARATOR = re.compile(r"[ \t]+")  # systemd's WHITESPACE, less the line breaks raw() refuses
 
 
 def install_words(text: str) -> "list[str]":
-    """The unit names of a raw [Install] WantedBy=/RequiredBy=/UpheldBy=/Alias=
+    """The unit names of a raw [Install] WantedBy=/RequiredBy=/Alias=
     value, split as systemd splits it (on spaces and tabs), each checked to be
     a unit name that systemd reads exactly as written: quotes, escapes and %
     specifiers, which systemd would unquote or expand, are refused."""
