@@ -107,7 +107,7 @@ def test_exit_status_2_for_usage_errors():
 def test_help_and_version():
     done = run_probe("--help")
     assert done.returncode == 0
-    for words in ("usage: unitgen-probe [GLOBAL OPTIONS] KIND SPEC", "exit status:", "examples:",
+    for words in ("usage: unitgen-probe [GLOBAL OPTIONS] [TARGET]... [group LABEL", "exit status:", "examples:",
                   "--deadline SECONDS", "(default 2)", "every target answered at least once"):
         assert words in done.stdout
     version = run_probe("--version")

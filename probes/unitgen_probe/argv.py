@@ -2,21 +2,25 @@
 
 Grammar (the renderer emits it through `format_argv`)::
 
-    unitgen-probe [GLOBAL OPTIONS] KIND SPEC [TARGET OPTIONS] [KIND SPEC [TARGET OPTIONS]]...
+    unitgen-probe [GLOBAL OPTIONS] [TARGET]... [group LABEL [--need N|any|all] TARGET...]...
+    TARGET = KIND SPEC [TARGET OPTIONS]
 
 The word after a KIND is always its SPEC, and the word after an option that
 takes a value is always that value (``--name VALUE`` or ``--name=VALUE``),
 whatever they start with; so specs and labels that begin with ``-`` need no
-quoting. `format_argv` writes every value as ``--option=VALUE``.
+quoting. The targets after ``group LABEL`` belong to that group, up to the
+next ``group``: the group is ready when ``--need`` of them (default all)
+answered; each target before the first group must answer on its own. `format_argv` writes every value as ``--option=VALUE``.
 """
 
-from .targets import DEFAULT_TIMEOUT, KINDS, Target, UsageError, seconds
+from .targets import DEFAULT_TIMEOUT, KINDS, Group, Target, UsageError, need_of, seconds
 
 PROG = "unitgen-probe"
 
 # Options with a value; the flags; where they may stand.
 _GLOBAL_VALUE = ("--deadline",)
-_TARGET_VALUE = ("--name", "--status", "--body", "--ca-file")
+_TARGET_VALUE = ("--name", "--status", "--body", "--ca-file", "--need")
+GROUP = "group"
 _FLAGS = {"--once": "once", "--any": "any", "-v": "verbose", "--verbose": "verbose",
           "-q": "quiet", "--quiet": "quiet", "--json": "json",
           "-h": "help", "--help": "help", "--version": "version"}
@@ -26,23 +30,31 @@ _OPTIONS = _GLOBAL_VALUE + _TARGET_VALUE + ("--timeout", "--insecure") + tuple(_
 class Invocation:
     """A parsed command line.
 
-    Attributes: ``targets`` (tuple of `Target`), ``deadline`` (seconds, 0 =
+    Attributes: ``targets`` (tuple of `Target`: every target, in groups or
+    not), ``groups`` (tuple of `Group`: the targets from the first group on
+    are in exactly one of them), ``deadline`` (seconds, 0 =
     wait forever), ``timeout`` (the per-attempt timeout for targets without
     their own), and the flags ``once``, ``any``, ``verbose``, ``quiet``,
     ``json``, ``help``, ``version``.
     """
 
-    __slots__ = ("targets", "deadline", "timeout", "once", "any", "verbose",
+    __slots__ = ("targets", "groups", "deadline", "timeout", "once", "any", "verbose",
                  "quiet", "json", "help", "version")
 
-    def __init__(self, targets=(), deadline=0.0, timeout=DEFAULT_TIMEOUT, **flags):
-        self.targets = tuple(targets)
+    def __init__(self, targets=(), deadline=0.0, timeout=DEFAULT_TIMEOUT, groups=(), **flags):
+        self.groups = tuple(groups)
+        self.targets = tuple(targets) + tuple(t for g in self.groups for t in g.targets)
         self.deadline = deadline
         self.timeout = timeout
         for flag in set(_FLAGS.values()):
             setattr(self, flag, bool(flags.pop(flag, False)))
         if flags:
             raise TypeError(f"unknown flags: {', '.join(flags)}")
+
+    def members(self):
+        """(group or None, target) for every target, in the order of ``targets``."""
+        alone = len(self.targets) - sum(len(g.targets) for g in self.groups)
+        return [(None, t) for t in self.targets[:alone]] + [(g, t) for g in self.groups for t in g.targets]
 
     def timeout_for(self, target):
         """The per-attempt timeout of *target*: its own, else the global one."""
@@ -68,9 +80,20 @@ def parse_argv(argv):
         raise UsageError("-q and -v exclude each other")
     inv.deadline = seconds(globals_.get("--deadline", 0), "--deadline", allow_zero=True)
     inv.timeout = seconds(globals_.get("--timeout", DEFAULT_TIMEOUT), "--timeout", allow_zero=False)
-    inv.targets = tuple(
-        Target(kind, spec, **{opt[2:].replace("-", "_"): value for opt, value in options.items()})
-        for kind, spec, options in pending)
+    alone, groups, labels = [], [], set()
+    for kind, spec, options in pending:
+        if kind == GROUP:
+            if spec in labels:
+                raise UsageError(f"group {spec}: given twice")
+            labels.add(spec)
+            groups.append((spec, need_of(options.get("--need", "all"), spec), []))
+            continue
+        if "--need" in options:
+            raise UsageError("--need applies to a group, not to a target")
+        target = Target(kind, spec, **{opt[2:].replace("-", "_"): value for opt, value in options.items()})
+        (groups[-1][2] if groups else alone).append(target)
+    inv.groups = tuple(Group(label, members, need) for label, need, members in groups)
+    inv.targets = tuple(alone) + tuple(t for g in inv.groups for t in g.targets)
     return inv
 
 
@@ -83,9 +106,9 @@ def _read(words):
         word = words[i]
         i += 1
         if not word.startswith("-"):
-            if word not in KINDS:
-                raise UsageError(f"unknown kind {word!r} (expected {', '.join(KINDS)})"
-                                 + _did_you_mean(word, KINDS))
+            if word not in KINDS and word != GROUP:
+                raise UsageError(f"unknown kind {word!r} (expected {', '.join(KINDS)}, or group)"
+                                 + _did_you_mean(word, KINDS + (GROUP,)))
             if i == len(words):
                 raise UsageError(f"{word}: the spec is missing")
             pending.append((word, words[i], {}))
@@ -112,6 +135,8 @@ def _read(words):
             raise UsageError(f"{option} must follow the target it applies to")
         else:
             kind, spec, options = pending[-1]
+            if kind == GROUP and option != "--need":
+                raise UsageError(f"{option} must follow the target it applies to, not a group")
             _set_once(options, option, value if takes_value else True, f"{kind} {spec}")
     return flags, globals_, pending
 
@@ -129,13 +154,16 @@ def _did_you_mean(word, choices):
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-def format_argv(targets, *, deadline=None, timeout=None, any_=False):
-    """The canonical argv (after the program name) that waits for *targets*.
+def format_argv(targets, *, deadline=None, timeout=None, any_=False, groups=()):
+    """The canonical argv (after the program name) that waits for *targets*
+    (each on its own) and *groups* (`Group`s: need of each).
 
     Deterministic: the same targets and options give the same words.
-    ``parse_argv(format_argv(ts, ...)).targets == tuple(ts)`` holds for any
-    valid targets. *deadline* and *timeout* are seconds (None: the probe's
-    default); *any_* makes one passing target enough.
+    ``parse_argv(format_argv(ts, groups=gs, ...))`` has ``.groups ==
+    tuple(gs)`` and ``.targets == tuple(ts)`` followed by the groups'
+    targets, for any valid targets. *deadline* and *timeout* are seconds
+    (None: the probe's default); *any_* makes one passing target (or group)
+    enough.
     """
     words = []
     if deadline is not None:
@@ -145,19 +173,30 @@ def format_argv(targets, *, deadline=None, timeout=None, any_=False):
     if any_:
         words.append("--any")
     for target in targets:
-        words += [target.kind, target.spec]
-        if target.name is not None:
-            words.append("--name=" + target.name)
-        if target.status is not None:
-            words.append("--status=" + ",".join(target.status))
-        if target.body is not None:
-            words.append("--body=" + target.body)
-        if target.ca_file is not None:
-            words.append("--ca-file=" + target.ca_file)
-        if target.insecure:
-            words.append("--insecure")
-        if target.timeout is not None:
-            words.append("--timeout=" + _seconds_text(target.timeout))
+        words += _target_words(target)
+    for group in groups:
+        words += [GROUP, group.label]
+        if group.need != len(group.targets):
+            words.append(f"--need={group.need}")
+        for target in group.targets:
+            words += _target_words(target)
+    return words
+
+
+def _target_words(target):
+    words = [target.kind, target.spec]
+    if target.name is not None:
+        words.append("--name=" + target.name)
+    if target.status is not None:
+        words.append("--status=" + ",".join(target.status))
+    if target.body is not None:
+        words.append("--body=" + target.body)
+    if target.ca_file is not None:
+        words.append("--ca-file=" + target.ca_file)
+    if target.insecure:
+        words.append("--insecure")
+    if target.timeout is not None:
+        words.append("--timeout=" + _seconds_text(target.timeout))
     return words
 
 
@@ -167,7 +206,8 @@ def _seconds_text(number):
 
 
 HELP = f"""\
-usage: {PROG} [GLOBAL OPTIONS] KIND SPEC [TARGET OPTIONS] [KIND SPEC [TARGET OPTIONS]]...
+usage: {PROG} [GLOBAL OPTIONS] [TARGET]... [group LABEL [--need N|any|all] TARGET...]...
+       TARGET = KIND SPEC [TARGET OPTIONS]
 
 Wait until every dependency answers, then exit 0: the ExecStartPre= of units
 rendered by unitgen, and a tool to see why a service still waits.
@@ -193,6 +233,11 @@ target options (after the target they apply to):
   --insecure         https: do not verify the server's certificate
   --timeout SECONDS  per-attempt timeout of this target (exec: the
                      command's own timeout)
+
+groups (after the targets that must answer on their own):
+  group LABEL        the targets that follow, up to the next group, form one
+                     group, named LABEL in messages
+  --need N|any|all   how many of the group's targets must answer (default all)
 
 global options (before the first target; flags may stand anywhere):
   --deadline SECONDS give up and exit 1 after this long; 0 = wait forever
@@ -233,4 +278,5 @@ examples:
   {PROG} --deadline 60 tcp 10.0.0.11:5432 --name db http https://api/health --status 2xx,301
   {PROG} --once --json unix /run/app.sock dns cache.example
   {PROG} exec 'pg_isready -h db -q' --timeout 5 --name postgres
+  {PROG} tcp db:5432 group etcd --need 2 tcp h1:2379 tcp h2:2379 tcp h3:2379
 """

@@ -11,7 +11,9 @@ the time in ``systemctl status`` stay current), and once more at the end.
 
 import sys
 
-from .wait import ready
+from .targets import printable
+
+from .wait import ready, standing
 
 REMINDER = 30.0
 STATUS_REFRESH = 5.0
@@ -50,8 +52,13 @@ class Reporter:
             return  # finish() has the last word
         if self._narrate:
             took = duration(now - self._start)
-            self._log(f"ready: {_phrase(probe.target, result, attempt)}, {took}" if result.ok
-                      else self._waiting_for([(probe.target, result, attempt)], now), now)
+            if result.ok:
+                self._log(f"ready: {_phrase(probe.target, result, attempt)}, {took}", now)
+            elif probe.group is not None:
+                members = [p for p in self._probes if p.group is probe.group]
+                self._log(f"waiting for {_group_phrase(probe.group, members)}, {took}", now)
+            else:
+                self._log(self._waiting_for([(probe.target, result, attempt)], now), now)
         self._send_status(now)
 
     def tick(self, now):
@@ -96,8 +103,24 @@ class Reporter:
     # --- texts -----------------------------------------------------------
 
     def waiting_text(self, now):
-        """``waiting for db (10.0.0.11:5432): connection refused (port closed), attempt 7, 12 s``"""
-        return self._waiting_for(self._waiting(), now)
+        """``waiting for db (10.0.0.11:5432): connection refused (port closed), attempt 7, 12 s``;
+        with groups, ``waiting for etcd: 1 of 3 answer, need 2 (etcd@h2: connection refused
+        (port closed), etcd@h3: timed out after 2 s (host down or SYN dropped)), 12 s``"""
+        if not self._grouped():
+            return self._waiting_for(self._waiting(), now)
+        phrases = self._unmet()
+        took = duration(now - self._start)
+        if self._inv.any:
+            return f"waiting for any of {len(standing(self._probes))} ({took}): " + "; ".join(phrases)
+        return f"waiting for {'; '.join(phrases)}, {took}"
+
+    def _grouped(self):
+        return any(p.group is not None for p in self._probes)
+
+    def _unmet(self):
+        """A phrase for each target outside a group, and each group, not ready yet."""
+        return [_phrase(ps[0].target, ps[0].result, ps[0].attempts) if group is None else _group_phrase(group, ps)
+                for group, met, ps in standing(self._probes) if not met]
 
     def _waiting_for(self, entries, now):
         took = duration(now - self._start)
@@ -108,6 +131,8 @@ class Reporter:
         return f"waiting for {scope} of {len(self._probes)} ({took}): {phrases}"
 
     def _summary(self):
+        if self._grouped():
+            return "; ".join(self._unmet())
         return "; ".join(_phrase(*entry) for entry in self._waiting())
 
     def _waiting(self):
@@ -155,6 +180,18 @@ def _phrase(target, result, attempts):
     if result is None:
         return f"{target.display}: first attempt running"
     return f"{target.display}: {result.reason}, attempt {attempts}"
+
+
+def _group_phrase(group, probes):
+    """``etcd: 1 of 3 answer, need 2 (etcd@h2: connection refused (port closed), etcd@h3: ...)``"""
+    answered = sum(p.passed for p in probes)
+    verb = "answers" if answered == 1 and len(probes) == 1 else "answer"
+    text = f"{printable(group.label)}: {answered} of {len(probes)} {verb}, need {group.need}"
+    if group.need > len(probes):
+        text += " (can never be met)"
+    reasons = [f"{printable(p.target.label)}: {p.result.reason if p.result else 'first attempt running'}"
+               for p in probes if not p.passed]
+    return text + (f" ({', '.join(reasons)})" if reasons else "")
 
 
 def duration(seconds):

@@ -154,6 +154,48 @@ class Target(Frozen):
         return self._address
 
 
+class Group(Frozen):
+    """Targets of which ``need`` must answer: "2 of these 3".
+
+    ``Group(label, targets, need=None)``: *label* names the group in every
+    message (e.g. a replicated service, ``etcd``); *targets* are `Target`s;
+    *need* is how many of them must have answered, 1 or more (None: all of
+    them). A need larger than the targets is allowed, and can never be met:
+    the probe says so and waits until its deadline. Equal and hashable by
+    label, need and targets; `UsageError` for anything malformed.
+    """
+
+    _FIELDS = ("label", "need", "targets")
+    __slots__ = _FIELDS
+
+    def __init__(self, label, targets, need=None):
+        label = _label(label)
+        if label is None:
+            raise UsageError("group: the label is missing")
+        targets = tuple(targets)
+        if not targets or not all(isinstance(t, Target) for t in targets):
+            raise UsageError(f"group {label}: no target in it")
+        if need is None:
+            need = len(targets)
+        if isinstance(need, bool) or not isinstance(need, int) or need < 1:
+            raise UsageError(f"group {label}: --need must be all, any or a whole number of 1 or more, got {need!r}")
+        self._freeze(label=label, need=need, targets=targets)
+
+    def __repr__(self):
+        return f"Group({self.label!r}, {list(self.targets)!r}, need={self.need})"
+
+
+def need_of(text, label):
+    """``--need`` of group *label* from the command line: ``all`` (None), ``any`` (1) or N >= 1."""
+    if text == "all":
+        return None
+    if text == "any":
+        return 1
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise UsageError(f"group {label}: --need must be all, any or a whole number of 1 or more, got {text!r}")
+    return int(text)
+
+
 def _or_list(words):
     return ", ".join(words[:-1]) + " or " + words[-1]
 

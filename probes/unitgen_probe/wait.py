@@ -54,10 +54,11 @@ class Probe:
     """One target in the loop. Its thread writes these fields; the main
     thread and the `Reporter` read them."""
 
-    __slots__ = ("target", "timeout", "attempts", "result", "busy")
+    __slots__ = ("target", "timeout", "attempts", "result", "busy", "group")
 
-    def __init__(self, target, timeout):
+    def __init__(self, target, timeout, group=None):
         self.target = target
+        self.group = group  # the `Group` it counts towards, None when it must pass on its own
         self.timeout = timeout  # per attempt
         self.attempts = 0  # finished attempts
         self.result = None  # the last Result
@@ -83,7 +84,7 @@ class Waiter:
     def __init__(self, inv, reporter):
         self._inv = inv
         self._reporter = reporter
-        self._probes = [Probe(t, inv.timeout_for(t)) for t in inv.targets]
+        self._probes = [Probe(t, inv.timeout_for(t), g) for g, t in inv.members()]
         self._events = []  # (probe, result, attempt number, changed), from the target threads
         self._lock = _thread.allocate_lock()  # guards _events and _wake_fd
         self._wake_fd = None
@@ -220,9 +221,25 @@ class Waiter:
 
 
 def ready(probes, any_):
-    """Whether the targets that passed end the wait: all of them, or any one."""
-    passed = [p.passed for p in probes]
-    return any(passed) if any_ else all(passed)
+    """Whether the targets that passed end the wait: every target outside a
+    group and every group (``need`` of its targets), or any one of them."""
+    met = [met for _, met, _ in standing(probes)]
+    return any(met) if any_ else all(met)
+
+
+def standing(probes):
+    """[(group or None, met, probes)]: each target outside a group on its
+    own, then each group with its targets, in the order of *probes*."""
+    items, groups = [], {}
+    for probe in probes:
+        if probe.group is None:
+            items.append((None, probe.passed, [probe]))
+        elif id(probe.group) in groups:
+            groups[id(probe.group)].append(probe)
+        else:
+            groups[id(probe.group)] = [probe]
+            items.append((probe.group, None, groups[id(probe.group)]))
+    return [(g, met if g is None else sum(p.passed for p in ps) >= g.need, ps) for g, met, ps in items]
 
 
 def _gap(failures):
