@@ -114,7 +114,8 @@ def _probe_reachable(service: Service, probe: str) -> Iterable[Problem]:
 
 
 # What to do when the probe is out of a service user's reach (render and apply refuse).
-UNREACHABLE_PROBE_HELP = ("install unitgen where every user can run it (a venv under /opt/unitgen, or system-wide), "
+UNREACHABLE_PROBE_HELP = ("install unitgen where every user can run it (python3 -m venv /opt/unitgen, as the "
+                          "README's 'Putting it on a host' shows), "
                           "or pass --probe PATH of a unitgen-probe they can run; "
                           "--allow-unreachable-probe writes the units anyway")
 
