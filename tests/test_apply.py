@@ -210,6 +210,17 @@ def test_a_unit_that_loops_fails_apply_with_systemds_reason(host):
     assert not data["db.service"]["restart_loop"] and data["db.service"]["restarts_last_minute"] == 0
 
 
+def test_a_real_daemon_that_forks_under_type_exec_fails_apply(host):
+    """Issue 19's case with Debian's redis-server: --daemonize yes forks, its parent
+    exits 0, systemd kills the daemon with the unit's cgroup and loops."""
+    text = ("version: 1\nservices:\n  cache:\n    exec: [/usr/bin/redis-server, /etc/redis/redis.conf, "
+            "--daemonize, 'yes']\n    user: redis\n    listen: 6379\n")
+    result = unitgen(host, "apply", CONF_PATH, conf_text=text, check=False)
+    assert result.returncode == 1, result.stdout
+    line = next(line for line in result.stdout.splitlines() if "cache.service:" in line)
+    assert line.startswith("failed    cache.service: ") and "exit status 0" in line
+
+
 def test_dry_run_touches_nothing(host):
     reloaded = reloads(host)
     result = unitgen(host, "apply", CONF_PATH, "--dry-run", conf_text=conf("db", "web"))

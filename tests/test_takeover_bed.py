@@ -92,6 +92,9 @@ def test_apply_and_renders_next_steps_leave_ours_alone_enabled_and_it_starts_at_
             in check.stderr
 
     ap1 = fleet["ap1"]
+    dry = ap1.run(["unitgen", "apply", CONF_PATH, "--dry-run"]).stdout
+    assert "would disable and stop: redis-server.service" in dry and "takeover  redis.service" in dry
+    assert ap1.run(["readlink", f"{UNITS}/redis.service"]).stdout.strip().endswith("/redis-server.service")
     result = ap1.run(["unitgen", "apply", CONF_PATH], check=False, timeout=90)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
