@@ -44,6 +44,17 @@ def test_an_enabled_alias_a_same_named_package_unit_and_an_alias_only_declared(t
     assert takeover.links_to_replace(found, "/etc/systemd/system") == ["redis.service"]
 
 
+def test_a_link_to_a_package_unit_of_the_same_name_is_replaced_too(tmp_path):
+    layout(tmp_path, files={f"{VENDOR}/nginx.service": ""},
+           links={f"{ADMIN}/nginx.service": "/lib/systemd/system/nginx.service"})
+    (nginx,) = takeover.find(["nginx.service"], str(tmp_path)).values()
+    assert (nginx.same_name, nginx.link, nginx.to_disable) == (True, "/etc/systemd/system/nginx.service",
+                                                               "nginx.service")
+    assert nginx.describe() == "nginx.service takes over the link /etc/systemd/system/nginx.service -> " \
+                               "/lib/systemd/system/nginx.service"
+    assert takeover.links_to_replace({"nginx.service": nginx}, "/etc/systemd/system") == ["nginx.service"]
+
+
 def test_ours_a_mask_and_an_alias_of_ours_are_not_takeovers(tmp_path):
     layout(tmp_path, files={f"{VENDOR}/redis-server.service": REDIS_SERVER, f"{ADMIN}/redis.service": "ours",
                             f"{ADMIN}/web.service": "ours", f"{VENDOR}/gone.service": ""},

@@ -60,7 +60,9 @@ class Takeover:
 
     def describe(self) -> str:
         """One line for check and render."""
-        if self.link:
+        if self.link and self.same_name:
+            how = f"the link {self.link} -> {self.path}"
+        elif self.link:
             how = f"its alias {self.link} -> {self.unit}"
         elif self.declared_only:
             how = f"an Alias= of {self.unit} ({self.path}), not enabled now"
@@ -109,7 +111,7 @@ def _installed(name: str, root: str) -> Optional[Takeover]:
             resolved = os.path.join(directory, target) if not os.path.isabs(target) else target
             if unit != name:
                 return Takeover(name, unit, resolved, link=path)
-            return Takeover(name, name, resolved)  # a linked unit file (systemctl link)
+            return Takeover(name, name, resolved, link=path)  # a linked unit file (systemctl link)
         if os.path.isfile(full):
             if directory in VENDOR_DIRS:
                 return Takeover(name, name, path)
