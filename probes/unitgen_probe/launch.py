@@ -25,11 +25,15 @@ and ran the script only when it did not; this does the same, once per start:
    wait for the process to appear in the unit's own cgroup: by PATTERN, or by
    the PID in the pid file (whoever owns it: the PID is trusted only if it is
    in the unit's cgroup, the rule systemd applies to a PID file not owned by
-   root). A COMMAND that exits non-zero is a failed start (its status is this
-   launcher's). One that exits 0 without the process appearing within
+   root), and only once the file was written after COMMAND started (an older
+   file is left over from a power cut or a kill, and names a PID that may now
+   be anything). A COMMAND that exits non-zero is a failed start (its status
+   is this launcher's). One that exits 0 without the process appearing within
    ``--timeout`` seconds is a failed start (status 1). A COMMAND still running
-   ``FOREGROUND_AFTER`` seconds after the process appeared, or that *is* the
-   process (the shell exec'd it), stays in the foreground: that is fine.
+   ``FOREGROUND_AFTER`` seconds after the process appeared stays in the
+   foreground: that is fine (a daemon forks and exits well before that, even
+   the program COMMAND exec'd itself; ``foreground: true`` in the conf skips
+   the launcher and the wait).
 3. **Hand systemd the PID**: written atomically to ``--pid-file``, owned by
    root, then exit 0. systemd reads it, supervises that process, and
    ``Restart=`` brings the service back (probe first) when it dies.
@@ -50,6 +54,7 @@ RUN_DIR = "/run/unitgen"
 CGROUP_ROOT = "/sys/fs/cgroup"
 DEFAULT_TIMEOUT = 30.0
 FOREGROUND_AFTER = 3.0
+MTIME_SLACK = 1.0  # file timestamps come from the kernel's coarse clock
 POLL = 0.05
 _MAX_PID_FILE = 64
 
@@ -186,8 +191,9 @@ class Finder:
         self.from_pid_file = opts["from_pid_file"]
         self.cgroup = _cgroup("self")
         self.self_pid = os.getpid()
+        self.spawned_at = time.time()  # set again when the script starts
 
-    def in_unit(self, shell=b""):
+    def in_unit(self, shell=None):
         """The service's process in the unit's own cgroup, or None. Processes
         whose command line is ``shell`` (the shell running the script, and its
         forks before they exec) are not the service."""
@@ -200,8 +206,10 @@ class Finder:
                        if int(p) != self.self_pid
                        for cmd in [_cmdline(int(p))] if cmd != shell and self.pattern.search(cmd)]
             return _oldest(matches)
-        pid = self._pid_from_file()[0]
-        if pid and _alive(pid) and _cgroup(pid) == self.cgroup:
+        pid, info = self._pid_from_file()
+        # A file not written since the script started is left over from before
+        # (a power cut, a SIGKILL): its PID may now be anything, even ours.
+        if pid and info.st_mtime >= self.spawned_at - MTIME_SLACK and _alive(pid) and _cgroup(pid) == self.cgroup:
             return pid
         return None
 
@@ -352,12 +360,16 @@ def launch(opts) -> int:
         _log(f"no such user or group: {exc}")
         return 1
     command = opts["command"]
+    finder.spawned_at = time.time()
     try:
         child = subprocess.Popen(command, stdin=subprocess.DEVNULL, env=env, close_fds=True, **kwargs)
     except OSError as exc:
         _log(f"cannot run {command[0]}: {exc.strerror}")
         return 1
-    spawned = b" ".join(os.fsencode(word) for word in command)
+    # A shell running a script (SHELL -c SCRIPT): its command line holds the
+    # script, which may hold the pattern, and is not the service. Once it
+    # exec'd a program, or when COMMAND is the program itself, it may be.
+    spawned = b" ".join(os.fsencode(word) for word in command) if command[1:2] == ["-c"] else None
     exited_at = found_at = None
     what = f"a process matching {opts['pname']!r}" if opts["pname"] is not None else f"the PID in {opts['from_pid_file']}"
     while True:
@@ -365,13 +377,13 @@ def launch(opts) -> int:
         if status:
             _log(f"the script failed (exit status {status}): a failed start")
             return status if 0 < status < 256 else 1
-        # The shell running the script (its command line may hold the pattern)
-        # is not the service; once it exec'd a program, that may be.
         pid = finder.in_unit(shell=spawned)
         now = time.monotonic()
         if pid:
             found_at = found_at or now
-            if status == 0 or pid == child.pid or now - found_at >= FOREGROUND_AFTER:
+            # A program that daemonizes forks and exits, even when the shell
+            # exec'd it: only one still running FOREGROUND_AFTER s later stays.
+            if status == 0 or now - found_at >= FOREGROUND_AFTER:
                 write_pid_file(pid_file, pid)
                 how = "the script stays in the foreground" if status is None else "the script exited 0"
                 _log(f"started: {what} is PID {pid} ({how})")
