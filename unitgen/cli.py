@@ -8,7 +8,6 @@ traceback.
 
 from __future__ import annotations
 
-import difflib
 import os
 import sys
 from typing import Dict, List, Optional
@@ -110,43 +109,12 @@ def render(conf: str, output: str, host: Optional[str], probe_path: Optional[str
       unitgen render /etc/unitgen/conf.yaml -o /etc/systemd/system
       unitgen render conf.yaml --host db1 --dry-run --diff -o /etc/systemd/system
     """
-    from . import graph, takeover
-    from .install import OutputDir
-    from .render import Renderer
+    from . import rendering
 
-    model = _load(conf)
-    where = graph.local_host(model, host)
-    renderer = Renderer(probe_path)
-    units = renderer.render(model, where)
-    if output == "-":
-        _print_units(units)
-        return
-    if not allow_unreachable_probe:
-        from .lint import refuse_unreachable_probe
-
-        refuse_unreachable_probe(graph.plan(model, where), renderer.probe)
-    source = os.path.abspath(conf)
-    system = takeover.system_dir(output)
-    with OutputDir(output, create=not dry_run, lock=not dry_run) as out:
-        taken = takeover.for_plans(graph.plan(model, where), system, out.read_manifest()) if system else {}
-        plan = out.plan(units, source, force, replace_links=takeover.links_to_replace(taken, system or ""))
-        if show_diff:
-            _print_diffs(plan, output)
-        _print_takeovers(taken)
-        if dry_run:
-            _print_plan(plan, output, dry_run=True)
-            if plan.conflicts:
-                sys.exit(1)
-            return
-        out.apply(plan)
-    _print_plan(plan, output, dry_run=False, taken=taken)
-
-
-def _print_takeovers(taken) -> None:
-    from .takeover import advice
-
-    for t in taken.values():
-        click.echo(f"takeover {t.describe()}; {advice(t)}")
+    sys.exit(rendering.run(_load(conf), output=output, host=host, probe=probe_path, dry_run=dry_run,
+                           show_diff=show_diff, force=force, allow_unreachable_probe=allow_unreachable_probe,
+                           out=lambda text: click.echo(text, nl=False),
+                           err=lambda text: click.echo(text, nl=False, err=True)))
 
 
 def _write_file(path: str, data: bytes) -> None:
@@ -158,74 +126,6 @@ def _write_file(path: str, data: bytes) -> None:
             f.write(data)
     except OSError as exc:
         raise os_error(path, "write", exc) from None
-
-
-def _print_units(units: Dict[str, str]) -> None:
-    for i, (name, text) in enumerate(units.items()):
-        if i:
-            click.echo()
-        click.echo(f"### {name}")
-        click.echo(text, nl=False)
-
-
-def _print_diffs(plan, output: str) -> None:
-    from .systemd import redact_unit
-
-    for change in plan.changes:
-        if change.action in ("create", "update", "remove"):
-            old, new = _unit_lines(redact_unit(change.old or "")), _unit_lines(redact_unit(change.new or ""))
-            path = os.path.join(output, change.name)
-            click.echo("".join(difflib.unified_diff(
-                old, new, "/dev/null" if change.action == "create" else path,
-                "/dev/null" if change.action == "remove" else path)), nl=False)
-
-
-def _unit_lines(text: str) -> List[str]:
-    """A unit's lines as systemd reads them: split at \n only (splitlines() would
-    also split at U+2028 and others, showing lines systemd never sees)."""
-    import re
-
-    return re.findall(r"[^\n]*\n|[^\n]+\Z", text)
-
-
-def _print_plan(plan, output: str, dry_run: bool, taken=None) -> None:
-    verb = {"create": "create", "update": "update", "remove": "remove"} if dry_run else \
-        {"create": "created", "update": "updated", "remove": "removed"}
-    for action in ("create", "update", "remove"):
-        for name in plan.named(action):
-            click.echo(f"{verb[action]:8} {os.path.join(output, name)}")
-    same = len(plan.named("unchanged", "adopt"))
-    if same:
-        click.echo(f"{'unchanged':8} {same} unit{'s' if same != 1 else ''}")
-    for conflict in plan.conflicts:
-        click.echo(f"refused  {conflict}", err=True)
-    if dry_run or not plan.writes:
-        return
-    taken = taken or {}
-    # A package's unit of another name (redis-server.service behind the alias redis.service)
-    # stops and leaves; one of the same name (nginx.service) is replaced: its links by ours
-    # (reenable), its process by ours (restart). An updated unit is re-enabled too: its file
-    # may have existed, never enabled, or its [Install] changed.
-    leaving = list(dict.fromkeys(t.to_disable for t in taken.values() if t.to_disable and not t.same_name))
-    replaced = [t.name for t in taken.values() if t.same_name and t.name in plan.named("create")]
-    removed, updated = plan.named("remove"), plan.named("update") + replaced
-    created = [name for name in plan.named("create") if name not in replaced]
-    click.echo("Next:")
-    if removed or leaving:
-        click.echo(f"  systemctl disable --now {_unit_list(removed + leaving)}")
-    click.echo("  systemctl daemon-reload")
-    if created:
-        click.echo(f"  systemctl enable --now {_unit_list(created)}")
-    if updated:
-        click.echo(f"  systemctl reenable {_unit_list(updated)}")
-        click.echo(f"  systemctl restart {_unit_list(updated)}")
-
-
-def _unit_list(names: List[str], most: int = 12) -> str:
-    """Unit names for a command line; a long list is cut (the lines above list them all)."""
-    if len(names) <= most:
-        return " ".join(names)
-    return " ".join(names[:most]) + f" ... ({len(names) - most} more, listed above)"
 
 
 @cli.command(context_settings=CONTEXT)
