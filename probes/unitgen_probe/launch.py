@@ -51,7 +51,6 @@ import time
 
 PROG = "unitgen-launch"
 RUN_DIR = "/run/unitgen"
-CGROUP_ROOT = "/sys/fs/cgroup"
 DEFAULT_TIMEOUT = 30.0
 FOREGROUND_AFTER = 3.0
 MTIME_SLACK = 1.0  # file timestamps come from the kernel's coarse clock
@@ -153,6 +152,20 @@ def _cgroup(pid) -> str:
     return ""
 
 
+def _cgroup_root() -> str:
+    """Where cgroup v2 is mounted: /sys/fs/cgroup, or /sys/fs/cgroup/unified on
+    a hybrid host (from /proc/self/mountinfo: the mount point, field 5, of the
+    line whose filesystem type, after " - ", is cgroup2)."""
+    try:
+        for line in _read("/proc/self/mountinfo", 1 << 20).decode("utf-8", "surrogateescape").splitlines():
+            fields, _, rest = line.partition(" - ")
+            if rest.split(" ", 1)[0] == "cgroup2":
+                return fields.split(" ")[4].replace("\\040", " ")
+    except OSError:
+        pass
+    return "/sys/fs/cgroup"
+
+
 def _pids():
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -190,6 +203,7 @@ class Finder:
         self.pattern = opts.get("pattern")
         self.from_pid_file = opts["from_pid_file"]
         self.cgroup = _cgroup("self")
+        self.cgroup_root = _cgroup_root()
         self.self_pid = os.getpid()
         self.spawned_at = time.time()  # set again when the script starts
 
@@ -199,7 +213,7 @@ class Finder:
         forks before they exec) are not the service."""
         if self.pattern is not None:
             try:
-                members = _read(os.path.join(CGROUP_ROOT, self.cgroup.lstrip("/"), "cgroup.procs"), 1 << 22).split()
+                members = _read(os.path.join(self.cgroup_root, self.cgroup.lstrip("/"), "cgroup.procs"), 1 << 22).split()
             except OSError:
                 return None
             matches = [int(p) for p in members
@@ -292,11 +306,11 @@ def _descendants(root: int):
     return found
 
 
-def adopt(pid: int, cgroup: str) -> None:
-    """Move ``pid`` and its descendants into ``cgroup`` (best effort: a process
-    that cannot move stays supervised by PID, as systemd allows for a root-owned
-    PID file)."""
-    procs = os.path.join(CGROUP_ROOT, cgroup.lstrip("/"), "cgroup.procs")
+def adopt(pid: int, finder: "Finder") -> None:
+    """Move ``pid`` and its descendants into the unit's cgroup (best effort: a
+    process that cannot move stays supervised by PID, as systemd allows for a
+    root-owned PID file)."""
+    procs = os.path.join(finder.cgroup_root, finder.cgroup.lstrip("/"), "cgroup.procs")
     source = _cgroup(pid)
     for member in _descendants(pid):
         try:
@@ -347,7 +361,7 @@ def launch(opts) -> int:
     pid_file = opts["pid_file"]
     existing = finder.running_already()
     if existing:
-        adopt(existing, finder.cgroup)
+        adopt(existing, finder)
         write_pid_file(pid_file, existing)
         return 0
     try:
