@@ -90,14 +90,20 @@ def test_dependencies_resolve_per_host(tmp_path):
             host: [h1, h2]
             deps: [{service: db}, {service: api}]
     """)))
+    # db has two copies: any one will do (the default), the one on h1 counts like the other and is ordered natively.
     on_h1 = {p.service.name: p for p in graph.plan(conf, "h1")}["web"]
     assert on_h1.after == ("db.service",)
-    assert [(t.kind, t.spec, t.name) for t in on_h1.targets] == [
-        ("tcp", "localhost:5432", "db"), ("http", "http://h2:8080/ready", "api")]
+    assert [(t.kind, t.spec, t.name) for t in on_h1.targets] == [("http", "http://h2:8080/ready", "api")]
+    [db] = on_h1.groups
+    assert (db.label, db.need) == ("db", 1)
+    assert [(t.kind, t.spec, t.name) for t in db.targets] == [
+        ("tcp", "localhost:5432", "db@h1"), ("tcp", "[fd00::3]:5432", "db@h3")]
+    assert on_h1.remote_groups == (db,)
     on_h2 = {p.service.name: p for p in graph.plan(conf, "h2")}["web"]
     assert on_h2.after == ("api.service",)
-    assert [(t.kind, t.spec, t.name) for t in on_h2.targets] == [
-        ("tcp", "10.0.0.1:5432", "db@h1"), ("tcp", "[fd00::3]:5432", "db@h3"), ("http", "http://localhost:8080/ready", "api")]
+    assert [(t.kind, t.spec, t.name) for t in on_h2.targets] == [("http", "http://localhost:8080/ready", "api")]
+    assert [(t.kind, t.spec, t.name) for t in on_h2.groups[0].targets] == [
+        ("tcp", "10.0.0.1:5432", "db@h1"), ("tcp", "[fd00::3]:5432", "db@h3")]
 
 
 # -- check -----------------------------------------------------------------------

@@ -282,7 +282,9 @@ def graph(conf: str, fmt: str, output: str) -> None:
 @click.option("--start-time", "default_start", type=float, default=1.0, show_default=True, metavar="SECONDS",
               help="Start-to-ready time assumed for services without start_time:.")
 @click.option("--json", "as_json", is_flag=True, help="The plan as one JSON document.")
-def plan(conf: str, default_start: float, as_json: bool) -> None:
+@click.option("--down", "down", default="", metavar="HOST,...",
+              help="Hosts that never come back: which services still come back, which wait for ever, and why.")
+def plan(conf: str, default_start: float, as_json: bool, down: str) -> None:
     """How the fleet comes back after a full power cut: waves, critical path, time.
 
     Wave 1 needs nothing; wave k needs only services of earlier waves. Times
@@ -294,15 +296,21 @@ def plan(conf: str, default_start: float, as_json: bool) -> None:
     Example:
       unitgen plan /etc/unitgen/conf.yaml
       unitgen plan conf.yaml --json --start-time 5
+      unitgen plan conf.yaml --down h3,h4
     """
     from . import graph as fleet
 
     model = _load(conf)
+    gone = [h for h in dict.fromkeys(down.split(",")) if h]
+    unknown = [h for h in gone if h not in model.hosts]
+    if unknown:
+        raise UsageError(f"--down {','.join(unknown)}: not in the conf's hosts: ({', '.join(sorted(model.hosts))})")
     drawing = fleet.Graph(model)
     problems = fleet.check(model, drawing)
     if problems:
         raise ConfigError(problems)
-    recovery = drawing.recovery(default_start)
+    recovery = drawing.recovery(default_start, gone)
+    lost = [n for n in drawing.nodes if n[1] in gone]
     timings = list(recovery.timings.values())
     label = fleet.node_label
     if as_json:
@@ -315,14 +323,25 @@ def plan(conf: str, default_start: float, as_json: bool) -> None:
                           "waits_for": label(t.waits_for) if t.waits_for else None} for t in timings],
             "critical_path": [label(n) for n in recovery.critical_path],
             "estimated_recovery_seconds": round(recovery.total, 3),
+            "down": gone,
+            "down_with_their_host": [label(n) for n in lost],
+            "never_start": [{"service": n[0], "host": n[1], "why": why} for n, why in recovery.stuck.items()],
         }, indent=1, ensure_ascii=False))
         return
     hosts = len(model.hosts) or 1
+    services = len(drawing.nodes)
+    but = f" but {', '.join(gone)} (never back)" if gone else ""
     click.echo(f"After a full power cut of {hosts} host{'s' if hosts != 1 else ''} "
-               f"({len(timings)} service{'s' if len(timings) != 1 else ''}), every host up at t=0:\n")
+               f"({services} service{'s' if services != 1 else ''}), every host up at t=0{but}:\n")
     rows = [(str(t.wave), label(t.node), _seconds(t.start), _seconds(t.ready) + ("*" if t.assumed else ""),
              label(t.waits_for) if t.waits_for else "") for t in sorted(timings, key=lambda t: (t.wave, t.start))]
     _print_table(("WAVE", "SERVICE", "START", "READY", "WAITS FOR"), rows)
+    if lost:
+        click.echo(f"\ndown with their host: {', '.join(label(n) for n in lost)}")
+    if recovery.stuck:
+        click.echo(f"\nwait for ever ({len(recovery.stuck)}):")
+        for node, why in recovery.stuck.items():
+            click.echo(f"  {label(node)}: {why}")
     click.echo(f"\ncritical path: {' → '.join(label(n) for n in recovery.critical_path)}")
     click.echo(f"estimated recovery: {_seconds(recovery.total)} after the last host is up (worst case)")
     assumed = sum(t.assumed for t in timings)

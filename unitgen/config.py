@@ -26,6 +26,7 @@ from . import systemd, yamlfile
 from .errors import ConfigError, Mark, Problem
 from .model import (
     CheckDependency,
+    GroupDependency,
     Conf,
     Dependency,
     Host,
@@ -225,7 +226,14 @@ class _Reader:
         name = item.get("name")
         timeout = self.span(item, "timeout", keys)
         if "service" in item:
-            return ServiceDependency(item["service"], name=name, timeout=timeout, mark=mark)
+            return ServiceDependency(item["service"], name=name, timeout=timeout, need=item.get("need"), mark=mark)
+        if "any" in item or "of" in item:
+            key = "any" if "any" in item else "of"
+            members = [self.dependency(member, keys + (key, i), item[key].mark_of(i)) for i, member in enumerate(item[key])]
+            if not all(members):
+                return None
+            return GroupDependency(tuple(m.target for m in members), "any" if key == "any" else item.get("need", "all"),
+                                   name=name, mark=mark)
         kind, spec = _dependency_kind(item)
         try:
             target = Target(
@@ -400,6 +408,7 @@ class _NativeReader(_Reader):
         if attempt <= 0:
             self.problem("the per-attempt timeout must be above 0", keys + ("probe", "timeout"), probe.mark_of("timeout"))
         loss = raw.get("loss_threshold") or {}
+        peers = raw.get("peers")
         return self.finish_service(
             name, keys, mark,
             command=argv, script=script, user=user, group=group,
@@ -420,6 +429,7 @@ class _NativeReader(_Reader):
             listen=raw.get("listen"),
             health=self.health(raw, keys),
             deps=tuple(deps),
+            peers=None if peers is None else peers.get("need", "quorum"),
             probe=ProbeSettings(deadline, attempt, bool(probe.get("any", False))),
             on_dependency_loss=raw.get("on_dependency_loss", "ignore"),
             loss_threshold=LossThreshold(

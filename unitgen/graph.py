@@ -26,16 +26,18 @@ other forever), so any cycle is an error, printed as its path across hosts.
 
 from __future__ import annotations
 
+import heapq
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from unitgen_probe import Target
+from unitgen_probe.targets import Group
 
 from . import systemd
 from .config import join_host_port
 from .errors import ConfigError, Problem, UsageError
-from .model import CheckDependency, Conf, Dependency, Service
+from .model import CheckDependency, Conf, Dependency, GroupDependency, Need, Service, ServiceDependency, need_count
 
 # A node of the fleet graph: a service on a host (host None in a conf without hosts:).
 Node = Tuple[str, Optional[str]]
@@ -55,17 +57,29 @@ class UnitPlan:
     remote: Tuple[Target, ...] = ()  # targets not on this host as units: what `unitgen watch` watches
     binds_to: Tuple[str, ...] = ()  # same-host units whose loss stops this one (on_dependency_loss)
     upholds: Tuple[str, ...] = ()  # same-host units this one starts again once it is back
+    groups: Tuple[Group, ...] = ()  # what the probe waits for ``need`` of: replicated services, any:/of: checks
+    remote_groups: Tuple[Group, ...] = ()  # those with a member on another host: what `unitgen watch` watches
+
+    @property
+    def all_targets(self) -> Tuple[Target, ...]:
+        """Every target the probe checks, in groups or not."""
+        return self.targets + tuple(t for g in self.groups for t in g.targets)
 
 
 @dataclass(frozen=True)
 class Edge:
-    """``source`` waits for ``target``, checking it by ``kind`` (tcp or http)."""
+    """``source`` waits for ``target``, checking it by ``kind`` (tcp or http).
+
+    ``need`` 0: ``target`` must be ready itself. Else the edges of one ``dep``
+    of ``source`` form a group, of which ``need`` targets must be ready: the
+    copies of a replicated service, or an any:/of: group of checks."""
 
     source: Node
     target: Node
     kind: str
     dep: Dependency
     inferred: bool = False  # from a tcp:/http: dependency pointing at a service of the conf
+    need: int = 0
 
 
 @dataclass(frozen=True)
@@ -86,6 +100,9 @@ class Recovery:
     timings: Dict[Node, Timing]  # in an order where dependencies come first
     critical_path: List[Node]
     total: float
+    down: Tuple[str, ...] = ()  # hosts that never come back
+    # Services of the hosts that do come back that wait for ever, and why.
+    stuck: Dict[Node, str] = field(default_factory=dict)
 
     def waves(self) -> List[List[Node]]:
         waves: List[List[Node]] = []
@@ -145,15 +162,41 @@ def plan(conf: Conf, host: Optional[str]) -> List[UnitPlan]:
     upholds: Dict[str, List[str]] = {}
     for service in here:
         if service.on_dependency_loss != "ignore":
-            for unit in resolved[service.name][1]:
+            for unit in resolved[service.name].binds:
                 upholds.setdefault(unit, []).append(systemd.unit_name(service.name))
     plans = []
     for service in here:
-        targets, after, remote = resolved[service.name]
+        r = resolved[service.name]
         unit = systemd.unit_name(service.name)
-        binds_to = after if service.on_dependency_loss != "ignore" else ()
-        plans.append(UnitPlan(service, host, unit, targets, after, remote, binds_to, tuple(upholds.get(unit, ()))))
+        # A copy of a replicated service on this host is one of several: its loss is not the dependency's.
+        binds_to = r.binds if service.on_dependency_loss != "ignore" else ()
+        plans.append(UnitPlan(service, host, unit, r.targets, r.after, r.remote, binds_to,
+                              tuple(upholds.get(unit, ())), r.groups, r.remote_groups))
     return plans
+
+
+def default_need(conf: Conf, dep: ServiceDependency) -> Need:
+    """What a ``service:`` dependency needs when it does not say: the cluster's
+    ``peers:`` need, else any one copy (replication exists so that the rest
+    carries on when a host does not come back)."""
+    other = conf.services[dep.service]
+    if dep.need is not None:
+        return dep.need
+    return other.peers if other.peers is not None else "any"
+
+
+def needed(conf: Conf, dep: Dependency) -> Tuple[int, int]:
+    """(how many, of how many) a service:/any:/of: dependency needs."""
+    if isinstance(dep, GroupDependency):
+        return need_count(dep.need, len(dep.targets)), len(dep.targets)
+    copies = len(placements(conf, conf.services[dep.service]))
+    return need_count(default_need(conf, dep), copies), copies
+
+
+def peer_edge(conf: Conf, source: str, target: str) -> bool:
+    """Whether ``source`` waiting for ``target`` is a copy of a cluster waiting for
+    its peers, which it never does (peers:)."""
+    return source == target and conf.services[source].peers is not None
 
 
 def check(conf: Conf, graph: "Optional[Graph]" = None) -> List[Problem]:
@@ -162,7 +205,7 @@ def check(conf: Conf, graph: "Optional[Graph]" = None) -> List[Problem]:
     problems: List[Problem] = []
     for service in conf.services.values():
         for dep in service.deps:
-            if not isinstance(dep, CheckDependency):
+            if isinstance(dep, ServiceDependency):
                 other = conf.services[dep.service]
                 if not (other.health or other.listen):
                     problems.append(Problem(
@@ -175,37 +218,95 @@ def check(conf: Conf, graph: "Optional[Graph]" = None) -> List[Problem]:
     return list(dict.fromkeys(problems))
 
 
-def _resolve(conf: Conf, service: Service, host: Optional[str], graph: "Graph"):
-    """(probe targets, same-host units, remote targets) of a service on a host.
+@dataclass
+class _Resolved:
+    targets: List[Target]
+    groups: List[Group]
+    after: List[str]
+    remote: List[Target]
+    remote_groups: List[Group]
+    binds: List[str]
+
+
+def _resolve(conf: Conf, service: Service, host: Optional[str], graph: "Graph") -> "_Resolved":
+    """What a service on a host waits for: probe targets (each on its own) and
+    groups (need of them), same-host units, remote targets and groups, and the
+    same-host units whose loss is its own (binds).
 
     Remote targets are those no unit of this host stands for: other hosts'
     services, and direct dependencies on anything else. A direct dependency
     that points at a service of this host (an inferred edge: Autoheal's
     ``host: 127.0.0.1, port: 80`` for its nginx) orders the units natively
-    too, and the probe still checks it. The conf is checked."""
-    targets: List[Target] = []
-    after: List[str] = []
-    remote: List[Target] = []
+    too, and the probe still checks it. A copy of a replicated service on
+    this host is ordered natively as well, and counts in its group like any
+    other copy. The conf is checked."""
+    r = _Resolved([], [], [], [], [], [])
     for dep in service.deps:
         if isinstance(dep, CheckDependency):
-            targets.append(dep.target)
-            here = [name for name, where in graph.pointed_at(dep.target, host) if where == host]
-            after.extend(systemd.unit_name(name) for name in here)
+            pointed = graph.pointed_at(dep.target, host)
+            if pointed and all(peer_edge(conf, service.name, name) for name, _ in pointed):
+                continue  # a peer of its cluster: copies never wait for each other
+            r.targets.append(dep.target)
+            here = [systemd.unit_name(name) for name, where in pointed if where == host]
+            r.after.extend(here)
+            r.binds.extend(here)
             if not here:
-                remote.append(dep.target)
+                r.remote.append(dep.target)
+            continue
+        if isinstance(dep, GroupDependency):
+            group = Group(_unique(dep.label, r.groups), dep.targets, need_count(dep.need, len(dep.targets)))
+            r.groups.append(group)
+            for target in dep.targets:
+                here = [systemd.unit_name(name) for name, where in graph.pointed_at(target, host) if where == host]
+                r.after.extend(here)
+                if not here:
+                    r.remote_groups.append(group)
+            continue
+        if peer_edge(conf, service.name, dep.service):
             continue
         other = conf.services[dep.service]
         where = placements(conf, other)
-        if host in where:
-            after.append(systemd.unit_name(other.name))
-            targets.append(_readiness(other, "localhost", dep.name or other.name, dep.timeout))
+        if len(where) == 1:
+            if host in where:
+                unit = systemd.unit_name(other.name)
+                r.after.append(unit)
+                r.binds.append(unit)
+                r.targets.append(_readiness(other, "localhost", dep.name or other.name, dep.timeout))
+            else:
+                target = _readiness(other, conf.hosts[where[0]].reach, dep.name or other.name, dep.timeout)
+                r.targets.append(target)
+                r.remote.append(target)
             continue
+        members = []
         for other_host in where:
-            label = dep.name or (other.name if len(where) == 1 else f"{other.name}@{other_host}")
-            target = _readiness(other, conf.hosts[other_host].reach, label, dep.timeout)
-            targets.append(target)
-            remote.append(target)
-    return tuple(dict.fromkeys(targets)), tuple(dict.fromkeys(after)), tuple(dict.fromkeys(remote))
+            label = f"{other.name}@{other_host}"
+            if other_host == host:
+                r.after.append(systemd.unit_name(other.name))
+                members.append(_readiness(other, "localhost", label, dep.timeout))
+            else:
+                members.append(_readiness(other, conf.hosts[other_host].reach, label, dep.timeout))
+        group = Group(_unique(dep.name or other.name, r.groups), members, needed(conf, dep)[0])
+        r.groups.append(group)
+        if any(h != host for h in where):
+            r.remote_groups.append(group)
+    r.targets = list(dict.fromkeys(r.targets))
+    r.after = list(dict.fromkeys(r.after))
+    r.binds = list(dict.fromkeys(r.binds))
+    r.remote = list(dict.fromkeys(r.remote))
+    r.remote_groups = list(dict.fromkeys(r.remote_groups))
+    for name in ("targets", "groups", "after", "remote", "remote_groups", "binds"):
+        setattr(r, name, tuple(getattr(r, name)))
+    return r
+
+
+def _unique(label: str, groups: Sequence[Group]) -> str:
+    """A group label no earlier group of the unit has (the probe names each group once)."""
+    taken = {g.label for g in groups}
+    candidate, n = label, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{label} ({n})"
+    return candidate
 
 
 def _readiness(service: Service, address: str, label: str, timeout: Optional[float]) -> Target:
@@ -260,17 +361,32 @@ class Graph:
     def _add_edges(self, node: Node) -> None:
         name, host = node
         for dep in self.conf.services[name].deps:
-            if not isinstance(dep, CheckDependency):
+            if isinstance(dep, ServiceDependency):
+                if peer_edge(self.conf, name, dep.service):
+                    continue
                 other = self.conf.services[dep.service]
                 where = placements(self.conf, other)
                 kind = "http" if other.health else "tcp"
-                for target_host in ([host] if host in where else where):
-                    self.out[node].append(Edge(node, (dep.service, target_host), kind, dep))
+                need = needed(self.conf, dep)[0] if len(where) > 1 else 0
+                for target_host in where:
+                    self.out[node].append(Edge(node, (dep.service, target_host), kind, dep, need=need))
                 continue
-            pointed = self.pointed_at(dep.target, host)
+            if isinstance(dep, GroupDependency):
+                pointed = {t: [n for n in self.pointed_at(t, host) if not peer_edge(self.conf, name, n[0])]
+                           for t in dep.targets}
+                outside = [t for t, nodes in pointed.items() if not nodes]
+                self.externals[node].extend(outside)
+                # Checks outside the conf are taken as answering: they lower what the conf must provide.
+                need = need_count(dep.need, len(dep.targets)) - len(outside)
+                if need > 0:
+                    for target, nodes in pointed.items():
+                        for found in nodes:
+                            self.out[node].append(Edge(node, found, target.kind, dep, inferred=True, need=need))
+                continue
+            pointed = [n for n in self.pointed_at(dep.target, host) if not peer_edge(self.conf, name, n[0])]
             for target in pointed:
                 self.out[node].append(Edge(node, target, dep.target.kind, dep, inferred=True))
-            if not pointed:
+            if not pointed and not any(n[0] == name for n in self.pointed_at(dep.target, host)):
                 self.externals[node].append(dep.target)
 
     def pointed_at(self, target: Target, source_host: Optional[str]) -> List[Node]:
@@ -364,51 +480,123 @@ class Graph:
                             cycles.append(_cycle_within(component, successors, node))
         return cycles
 
-    def recovery(self, default_start_time: float = DEFAULT_START_TIME) -> Recovery:
-        """How the fleet comes back after a full power cut, every host up at t=0.
+    def requirements(self, node: Node) -> List[Tuple[int, List[Node]]]:
+        """What ``node`` waits for, as (need, nodes): need 0 of one node
+        for a plain edge (that node itself), else need of a group's nodes."""
+        groups: Dict[Tuple[int, int], Tuple[int, List[Node]]] = {}
+        plain: List[Tuple[int, List[Node]]] = []
+        for edge in self.out[node]:
+            if edge.need:
+                key = (id(edge.dep), edge.need)
+                groups.setdefault(key, (edge.need, []))[1].append(edge.target)
+            else:
+                plain.append((1, [edge.target]))
+        return plain + [(need, list(dict.fromkeys(nodes))) for need, nodes in groups.values()]
+
+    def recovery(self, default_start_time: float = DEFAULT_START_TIME, down: Sequence[str] = ()) -> Recovery:
+        """How the fleet comes back after a full power cut, every host up at
+        t=0 but those of ``down``, which never come back.
 
         Each service starts when its probe notices the last of its dependencies
-        ready, and is ready ``start_time`` later. Noticing takes at most the
-        probe's largest gap between attempts; a dependency ready only after the
-        probe's deadline is noticed when the restarted unit probes again
-        (deadline + RestartSec cycles). Dependencies outside the conf are taken
-        as up. Waves: 1 for no dependency, else one more than the latest
-        dependency's wave. O(nodes + edges), dependencies first (Kahn).
+        ready (of a group, the ``need``-th copy to be ready), and is ready
+        ``start_time`` later. Noticing takes at most the probe's largest gap
+        between attempts; a dependency ready only after the probe's deadline
+        is noticed when the restarted unit probes again (deadline + RestartSec
+        cycles). Dependencies outside the conf are taken as up. Waves: 1 for
+        no dependency, else one more than the latest dependency it waited for.
+        Nodes settle in the order they become ready (a heap), so that a group
+        is met by its earliest copies: O((nodes + edges) log nodes).
+
+        A service of a host that comes back but never starts (what it needs
+        never is ready: hosts down, a need larger than the copies) is in
+        ``stuck`` with the reason. A cycle raises ConfigError.
         """
         from unitgen_probe.wait import MAX_GAP
 
-        waiting = {n: len(self.out[n]) for n in self.nodes}
-        dependents: Dict[Node, List[Node]] = {n: [] for n in self.nodes}
-        for node, edges in self.out.items():
-            for edge in edges:
-                dependents[edge.target].append(node)
-        ready_queue = [n for n in self.nodes if waiting[n] == 0]
+        down_set = set(down)
+        requirements = {n: self.requirements(n) for n in self.nodes}
+        counts = {n: [0] * len(reqs) for n, reqs in requirements.items()}
+        start_at = {n: (0.0, 1, None) for n in self.nodes}  # (start, wave, waits_for) so far
+        where_needed: Dict[Node, List[Tuple[Node, int]]] = {n: [] for n in self.nodes}
+        for node, reqs in requirements.items():
+            for i, (_, nodes) in enumerate(reqs):
+                for target in nodes:
+                    where_needed[target].append((node, i))
+        missing = {n: sum(1 for need, _ in reqs if need > 0) for n, reqs in requirements.items()}
+        heap: List[Tuple[float, int, Node]] = []
+        order = {n: i for i, n in enumerate(self.nodes)}
         timings: Dict[Node, Timing] = {}
-        for node in ready_queue:  # the queue grows as nodes are settled
+
+        def schedule(node: Node) -> None:
+            if node[1] in down_set:
+                return
             service = self.conf.services[node[0]]
-            wave, start, waits_for = 1, 0.0, None
-            for edge in self.out[node]:
-                dep = timings[edge.target]
-                wave = max(wave, dep.wave + 1)
-                noticed = _noticed_at(dep.ready, service, MAX_GAP)
-                if waits_for is None or noticed > start:
-                    start, waits_for = noticed, edge.target
+            start, wave, waits_for = start_at[node]
             assumed = service.start_time is None
             start_time = default_start_time if assumed else service.start_time
             timings[node] = Timing(node, wave, start, start + start_time, start_time, assumed, waits_for)
-            for dependent in dependents[node]:
-                waiting[dependent] -= 1
-                if waiting[dependent] == 0:
-                    ready_queue.append(dependent)
-        if len(timings) != len(self.nodes):
-            raise ConfigError(self.cycle_problems())
+            heapq.heappush(heap, (start + start_time, order[node], node))
+
+        for node in self.nodes:
+            if missing[node] == 0:
+                schedule(node)
+        settled: List[Node] = []
+        while heap:
+            _, _, node = heapq.heappop(heap)
+            settled.append(node)
+            ready = timings[node]
+            for dependent, i in where_needed[node]:
+                need = requirements[dependent][i][0]
+                counts[dependent][i] += 1
+                if counts[dependent][i] != need:
+                    continue  # not yet met, or met already by earlier copies
+                service = self.conf.services[dependent[0]]
+                noticed = _noticed_at(ready.ready, service, MAX_GAP)
+                start, wave, waits_for = start_at[dependent]
+                if waits_for is None or noticed > start:
+                    start, waits_for = noticed, node
+                start_at[dependent] = (start, max(wave, ready.wave + 1), waits_for)
+                missing[dependent] -= 1
+                if missing[dependent] == 0:
+                    schedule(dependent)
+        stuck: Dict[Node, str] = {}
+        if len(timings) + sum(n[1] in down_set for n in self.nodes) != len(self.nodes):
+            cycles = self.cycle_problems()
+            if cycles:
+                raise ConfigError(cycles)
+            for node in self.nodes:
+                if node not in timings and node[1] not in down_set:
+                    stuck[node] = self._why_stuck(node, requirements[node], timings, down_set)
+        # Dependencies first: by wave (a dependency's is lower), then in conf order.
+        timings = {n: timings[n] for n in sorted(settled, key=lambda n: (timings[n].wave, order[n]))}
         last = max(timings.values(), key=lambda t: t.ready, default=None)
         path: List[Node] = []
         while last is not None:
             path.append(last.node)
             last = timings[last.waits_for] if last.waits_for else None
         total = timings[path[0]].ready if path else 0.0
-        return Recovery(timings, list(reversed(path)), total)
+        return Recovery(timings, list(reversed(path)), total, tuple(down), stuck)
+
+    def _why_stuck(self, node: Node, requirements, timings, down: set) -> str:
+        """Why ``node`` never starts: ``needs 2 of the 3 copies of etcd, 1 comes back
+        (etcd@h2: host down, etcd@h3: host down)``."""
+        reasons = []
+        for need, nodes in requirements:
+            back = sum(n in timings for n in nodes)
+            if back >= need:
+                continue
+            names = {n[0] for n in nodes}
+            what = (f"the {len(nodes)} copies of {nodes[0][0]}" if len(names) == 1 and len(nodes) > 1
+                    else node_label(nodes[0]) if len(nodes) == 1 else "[" + ", ".join(map(node_label, nodes)) + "]")
+            if need > len(nodes):
+                reasons.append(f"needs {need} of {what}: can never be met")
+                continue
+            never = ", ".join(f"{node_label(n)}: {'host down' if n[1] in down else 'waits for ever'}"
+                              for n in nodes if n not in timings)
+            head = f"needs {what}" if len(nodes) == 1 else \
+                f"needs {need} of {what}, {back} come{'s' if back == 1 else ''} back"
+            reasons.append(f"{head} ({never})")
+        return "; ".join(reasons)
 
 
 def _noticed_at(ready: float, service: Service, gap: float) -> float:

@@ -24,8 +24,8 @@ import stat
 from typing import Iterable, List, Optional, Tuple
 
 from .errors import Problem, UnitgenError
-from .graph import UnitPlan, placements
-from .model import CheckDependency, Conf, Service, ServiceDependency
+from .graph import UnitPlan, needed, peer_edge, placements
+from .model import CheckDependency, Conf, GroupDependency, Service, ServiceDependency, need_count
 from .systemd import has_credentials
 
 _SECRET_NAME = re.compile(r"PASS(WORD|WD)?|SECRET|TOKEN|API_?KEY|PRIVATE_?KEY|CREDENTIAL", re.I)
@@ -37,6 +37,7 @@ def lint(conf: Conf, host: Optional[str], probe: Optional[str], local: bool) -> 
     for service in conf.services.values():
         found.extend(_root(service))
         found.extend(_secrets(service, conf))
+        found.extend(_needs(service, conf))
         if local and host in placements(conf, service):
             found.extend(_accounts(service))
             if probe and service.deps:
@@ -81,7 +82,8 @@ def _secrets(service: Service, conf: Conf) -> Iterable[Problem]:
             yield _warn(service, f"environment {name} looks like a secret, and unit files are world-readable: "
                                  "put it in an environment_file: readable by root only")
     for dep in service.deps:
-        if isinstance(dep, CheckDependency) and dep.target.kind in ("http", "exec") and has_credentials(dep.target.spec):
+        targets = dep.targets if isinstance(dep, GroupDependency) else (dep.target,) if isinstance(dep, CheckDependency) else ()
+        if any(t.kind in ("http", "exec") and has_credentials(t.spec) for t in targets):
             yield Problem("a dependency URL holds credentials, which end up in the world-readable unit file",
                           dep.mark, service.name)
     if service.health and has_credentials(service.health):
@@ -91,6 +93,26 @@ def _secrets(service: Service, conf: Conf) -> Iterable[Problem]:
         where = f": {', '.join(dependents[:5])}{' ...' if len(dependents) > 5 else ''}" if dependents else ""
         yield _warn(service, "its health URL holds credentials, which are copied into the world-readable unit "
                              f"of every service that depends on it{where}")
+
+
+def _needs(service: Service, conf: Conf) -> Iterable[Problem]:
+    """A need the placement can never meet: the dependent would wait for ever."""
+    if service.peers is not None and len(placements(conf, service)) < 2:
+        yield _warn(service, "peers: on a service with one copy: there is no cluster to form")
+    if service.peers is not None:
+        copies = len(placements(conf, service))
+        if need_count(service.peers, copies) > copies:
+            yield _warn(service, f"peers: need {service.peers} of {copies} copies can never be met: "
+                                 "whatever depends on it would wait for ever")
+    for dep in service.deps:
+        if isinstance(dep, CheckDependency) or (isinstance(dep, ServiceDependency) and peer_edge(conf, service.name, dep.service)):
+            continue
+        count, of = needed(conf, dep)
+        if count > of:
+            what = f"copies of {dep.service!r}, which the conf places on {of} host{'s' if of != 1 else ''}" \
+                if isinstance(dep, ServiceDependency) else f"of {of} checks"
+            yield Problem(f"needs {count} {what}: it can never be met, so {service.name} would wait for ever",
+                          dep.mark, service.name)
 
 
 def _accounts(service: Service) -> Iterable[Problem]:
@@ -161,7 +183,7 @@ def refuse_unreachable_probe(plans: Iterable[UnitPlan], probe: str) -> None:
     that does not exist on this machine is not judged (units for another one)."""
     if not os.path.exists(probe):
         return
-    blocked = [(plan.service.name, why) for plan in plans if plan.targets
+    blocked = [(plan.service.name, why) for plan in plans if plan.all_targets
                for why in [probe_blocked(plan.service, probe)] if why]
     if blocked:
         name, why = blocked[0]

@@ -19,6 +19,9 @@ from .errors import Mark, Problem
 Format = Literal["autoheal", "native"]
 ServiceType = Literal["exec", "simple", "forking", "notify"]
 OnLoss = Literal["ignore", "restart", "stop"]
+# How many copies of a replicated service (or members of a group of checks) a
+# dependency needs: all, any (1), quorum (more than half), or at least N.
+Need = Union[Literal["all", "any", "quorum"], int]
 
 DEFAULT_DEADLINE = 60.0
 DEFAULT_ATTEMPT_TIMEOUT = 2.0
@@ -69,11 +72,40 @@ class ServiceDependency:
     service: str
     name: Optional[str] = None
     timeout: Optional[float] = None
+    # Of a replicated service, how many copies; None: the service's peers: need,
+    # else any (graph.default_need). A single-copy service needs its one copy.
+    need: Optional[Need] = None
     mark: Optional[Mark] = field(default=None, compare=False)
 
 
-# One thing a service needs: exactly one of the two, never both, never neither.
-Dependency = Union[CheckDependency, ServiceDependency]
+@dataclass(frozen=True)
+class GroupDependency:
+    """Checks of which ``need`` must answer (``any: [...]``, or ``of: [...]``
+    with ``need:``); the probe waits for them as one group named ``name``."""
+
+    targets: Tuple[Target, ...]
+    need: Need = "all"
+    name: Optional[str] = None
+    mark: Optional[Mark] = field(default=None, compare=False)
+
+    @property
+    def label(self) -> str:
+        return self.name or "[" + ", ".join(t.label for t in self.targets) + "]"
+
+
+# One thing a service needs: a check, another service, or a group of checks.
+Dependency = Union[CheckDependency, ServiceDependency, GroupDependency]
+
+
+def need_count(need: Need, copies: int) -> int:
+    """How many of ``copies`` a need asks for (may exceed them: never met)."""
+    if need == "all":
+        return copies
+    if need == "any":
+        return 1
+    if need == "quorum":
+        return copies // 2 + 1
+    return int(need)
 
 
 @dataclass(frozen=True)
@@ -100,6 +132,9 @@ class Service:
     health: Optional[str] = None
     deps: Tuple[Dependency, ...] = ()
     probe: ProbeSettings = ProbeSettings()
+    # A cluster (etcd, Consul servers, Galera): its copies never wait for each
+    # other, and a dependency on it needs this many copies by default.
+    peers: Optional[Need] = None
     on_dependency_loss: OnLoss = "ignore"
     loss_threshold: LossThreshold = LossThreshold()
     start_time: Optional[float] = None

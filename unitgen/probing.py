@@ -29,7 +29,7 @@ def targets_of(conf: Conf, name: str, host: Optional[str]) -> Tuple[Target, ...]
         raise UsageError(f"{name} does not run on {host}; it runs on {', '.join(str(h) for h in where)} "
                          f"(pass --host to check from there)")
     plan = next(p for p in graph.plan(conf, host) if p.service.name == name)
-    return plan.targets
+    return plan.all_targets
 
 
 def check_all(service: Service, targets: Sequence[Target], timeout: Optional[float] = None) -> List[Result]:

@@ -98,7 +98,7 @@ class Renderer:
                 source_path: Optional[str] = None) -> Optional[str]:
         """unitgen-watch.service for these plans, if one of them acts on a lost
         remote dependency; ``conf_args`` tell `unitgen watch` where the conf is."""
-        if not any(p.remote and p.service.on_dependency_loss != "ignore" for p in plans):
+        if not any((p.remote or p.remote_groups) and p.service.on_dependency_loss != "ignore" for p in plans):
             return None
         # unitgen is installed beside unitgen-probe: one package, one scripts directory
         command = [os.path.join(os.path.dirname(self.probe), "unitgen"), "watch", *conf_args]
@@ -110,9 +110,9 @@ class Renderer:
     def unit(self, plan: graph.UnitPlan, source: str, source_path: Optional[str] = None) -> str:
         s = plan.service
         probe: List[str] = []
-        if plan.targets:
-            probe = [self.probe, *format_argv(
-                plan.targets, deadline=s.probe.deadline, timeout=s.probe.timeout, any_=s.probe.any)]
+        if plan.targets or plan.groups:
+            probe = [self.probe, *format_argv(plan.targets, deadline=s.probe.deadline, timeout=s.probe.timeout,
+                                              any_=s.probe.any, groups=plan.groups)]
         raw, left_out = _version_gate(s.raw, self.systemd_version)
         try:
             text = self._render_unit(s, raw, left_out, plan, source, source_path, probe)

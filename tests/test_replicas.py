@@ -1,0 +1,218 @@
+"""Replicated services and clusters: need (all, any, quorum, N), any:/of: groups
+of checks, peers:, and what check, render and plan make of them."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from unitgen import config, graph, render
+from unitgen.cli import cli
+from unitgen_probe import parse_argv
+from clirunner import cli_runner
+from unitverify import verify, write_units
+
+PROBE = "/usr/bin/unitgen-probe"
+
+FLEET = """
+version: 1
+hosts: {h1: {address: 10.0.0.1}, h2: {address: 10.0.0.2}, h3: {address: 10.0.0.3}, h4: {address: 10.0.0.4}}
+services:
+  etcd:
+    host: [h1, h2, h3]
+    exec: [/usr/bin/etcd]
+    user: etcd
+    health: "http://{host}:2379/health"
+    peers: {need: quorum}
+    deps: [{service: etcd}, {tcp: "10.0.0.2:2379"}, {tcp: "ntp.example:123"}]
+  api:
+    host: [h1, h2, h3]
+    exec: [/bin/api]
+    user: api
+    listen: 8080
+  app:
+    host: [h4, h1]
+    exec: [/bin/app]
+    user: app
+    listen: 80
+    deps: [{service: etcd}, {service: api}, DEPS]
+"""
+
+
+def write(tmp_path, text, deps="{service: api, need: all}"):
+    path = tmp_path / "conf.yaml"
+    path.write_text(textwrap.dedent(text).replace("DEPS", deps).lstrip())
+    return path
+
+
+def load(tmp_path, text, deps="{service: api, need: all}"):
+    path = write(tmp_path, text, deps)
+    return config.load(str(path)), path
+
+
+def run(*args):
+    return cli_runner().invoke(cli, [str(a) for a in args])
+
+
+def unit_of(conf, host, name):
+    return next(p for p in graph.plan(conf, host) if p.service.name == name)
+
+
+def probe_of(text):
+    line = next(l for l in text.splitlines() if l.startswith("ExecStartPre="))
+    return parse_argv(line.split()[1:])
+
+
+def test_needs_default_to_peers_then_any_and_say_all_quorum_and_n(tmp_path):
+    conf, _ = load(tmp_path, FLEET)
+    on_h4 = unit_of(conf, "h4", "app")
+    assert on_h4.targets == ()
+    assert [(g.label, g.need, len(g.targets)) for g in on_h4.groups] == [
+        ("etcd", 2, 3), ("api", 1, 3), ("api (2)", 3, 3)]  # peers' quorum; any; all
+    assert [t.name for t in on_h4.groups[0].targets] == ["etcd@h1", "etcd@h2", "etcd@h3"]
+    assert on_h4.groups[0].targets[1].spec == "http://10.0.0.2:2379/health"
+    for need, count in (("quorum", 2), (2, 2), ("any", 1), ("all", 3), (5, 5)):
+        conf, _ = load(tmp_path, FLEET, f"{{service: api, need: {need}, name: backends}}")
+        assert unit_of(conf, "h4", "app").groups[2].need == count
+
+
+def test_a_copy_on_the_same_host_counts_and_is_ordered_natively_but_not_bound(tmp_path):
+    conf, _ = load(tmp_path, FLEET.replace("user: app", "user: app\n    on_dependency_loss: restart"))
+    on_h1 = unit_of(conf, "h1", "app")
+    assert on_h1.after == ("etcd.service", "api.service")
+    assert on_h1.binds_to == ()  # one copy of three going away is not the dependency lost
+    etcd = on_h1.groups[0]
+    assert [t.spec for t in etcd.targets] == ["http://localhost:2379/health", "http://10.0.0.2:2379/health",
+                                              "http://10.0.0.3:2379/health"]
+    assert on_h1.remote_groups == on_h1.groups
+
+
+def test_a_single_copy_service_is_unchanged(tmp_path):
+    conf, _ = load(tmp_path, FLEET.replace("host: [h1, h2, h3]\n    exec: [/bin/api]", "host: h2\n    exec: [/bin/api]"),
+                   "{service: etcd, need: 2}")
+    on_h4 = unit_of(conf, "h4", "app")
+    assert [(t.spec, t.name) for t in on_h4.targets] == [("10.0.0.2:8080", "api")]
+    assert [g.label for g in on_h4.groups] == ["etcd", "etcd (2)"]
+
+
+def test_peers_do_not_wait_for_each_other_but_for_the_rest(tmp_path):
+    conf, _ = load(tmp_path, FLEET)
+    for host in ("h1", "h2", "h3"):
+        etcd = unit_of(conf, host, "etcd")
+        assert etcd.groups == () and etcd.after == ()
+        assert [t.spec for t in etcd.targets] == ["ntp.example:123"]  # not its peer at :2379, not itself
+    assert graph.check(conf) == []
+
+
+@pytest.mark.parametrize("old, new, cycle", [
+    # without peers:, a replicated service waiting for itself is a cycle
+    ("    peers: {need: quorum}\n", "", "etcd@h1 → etcd@h1"),
+    # with peers:, any other cycle through the cluster still is one
+    ('{tcp: "ntp.example:123"}]', '{tcp: "ntp.example:123"}, {service: app, need: any}]', "etcd@h1 → app@h4 → etcd@h1"),
+])
+def test_cycles_outside_a_peer_group_are_still_cycles(tmp_path, old, new, cycle):
+    result = run("check", write(tmp_path, FLEET.replace(old, new)))
+    assert result.exit_code == 2
+    assert f"dependency cycle: {cycle};" in result.stderr
+
+
+def test_groups_of_checks(tmp_path):
+    deps = ('{any: [{tcp: "cache1:6379"}, {tcp: "cache2:6379"}], name: cache}, '
+            '{of: [{tcp: "a:1"}, {http: "http://b/ok", status: 204}, {tcp: "c:1"}], need: quorum}')
+    conf, _ = load(tmp_path, FLEET, deps)
+    cache, abc = unit_of(conf, "h4", "app").groups[2:]
+    assert (cache.label, cache.need, [t.spec for t in cache.targets]) == ("cache", 1, ["cache1:6379", "cache2:6379"])
+    assert (abc.label, abc.need) == ("[a:1, http://b/ok, c:1]", 2)
+    assert abc.targets[1].status == ("204",)
+
+
+@pytest.mark.parametrize("deps, message", [
+    ("{service: api, need: 0}", "services.app.deps[2].need: "),
+    ("{service: api, need: most}", "services.app.deps[2].need: "),
+    ("{any: []}", "services.app.deps[2].any: "),
+    ("{of: [{service: api}]}", "services.app.deps[2].of[0]: "),
+])
+def test_needs_the_schema_refuses(tmp_path, deps, message):
+    path = write(tmp_path, FLEET, deps)
+    result = run("check", path)
+    assert result.exit_code == 2
+    assert f"{path}:" in result.stderr and message in result.stderr
+
+
+def test_check_warns_when_a_need_can_never_be_met(tmp_path):
+    _, path = load(tmp_path, FLEET, '{service: api, need: 4}, {of: [{tcp: "a:1"}], need: 2}')
+    result = run("check", path)
+    assert result.exit_code == 0, result.output
+    assert f"{path}:21:45: app: warning: needs 4 copies" in result.stderr  # at the dependency
+    assert "needs 4 copies of 'api', which the conf places on 3 hosts: it can never be met" in result.stderr
+    assert "needs 2 of 1 checks: it can never be met" in result.stderr
+    one = FLEET.replace("host: [h1, h2, h3]\n    exec: [/usr/bin/etcd]", "host: h1\n    exec: [/usr/bin/etcd]")
+    _, path = load(tmp_path, one)
+    assert "peers: on a service with one copy" in run("check", path).stderr
+
+
+def test_rendered_units_wait_for_the_groups_and_pass_systemd_analyze(tmp_path):
+    conf, _ = load(tmp_path, FLEET, '{any: [{tcp: "cache1:6379"}, {tcp: "cache2:6379"}], name: cache}')
+    for host in ("h1", "h4"):
+        units = render.Renderer(probe=PROBE).render(conf, host)
+        inv = probe_of(units["app.service"])
+        assert [(g.label, g.need) for g in inv.groups] == [("etcd", 2), ("api", 1), ("cache", 1)]
+        directory = tmp_path / host
+        directory.mkdir()
+        verified = verify(write_units(directory, units))
+        assert verified.stderr == "", verified.stderr
+
+
+PLAN_FLEET = """
+version: 1
+hosts: {h1: {}, h2: {}, h3: {}, h4: {}}
+services:
+  etcd: {host: [h1, h2, h3], exec: [/usr/bin/etcd], health: "http://{host}:2379/health", peers: {need: quorum},
+         start_time: 2s}
+  app: {host: h4, exec: [/bin/app], listen: 80, deps: [{service: etcd}]}
+  api: {host: [h1, h2, h3], exec: [/bin/api], listen: 8080}
+  proxy: {host: h4, exec: [/bin/proxy], listen: 443, deps: [{service: api}]}
+  strict: {host: h4, exec: [/bin/strict], listen: 81, deps: [{service: api, need: all}]}
+  front: {host: h4, exec: [/bin/front], deps: [{service: strict}]}
+"""
+
+
+def test_plan_down_says_what_comes_back_and_what_waits_for_ever(tmp_path):
+    _, path = load(tmp_path, PLAN_FLEET)
+    result = run("plan", path, "--down", "h2,h3", "--json")
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    back = {s["service"] + "@" + s["host"] for s in plan["services"]}
+    assert back == {"etcd@h1", "api@h1", "proxy@h4"}
+    assert plan["down_with_their_host"] == ["etcd@h2", "etcd@h3", "api@h2", "api@h3"]
+    why = {(s["service"], s["host"]): s["why"] for s in plan["never_start"]}
+    assert why == {
+        ("app", "h4"): "needs 2 of the 3 copies of etcd, 1 comes back (etcd@h2: host down, etcd@h3: host down)",
+        ("strict", "h4"): "needs 3 of the 3 copies of api, 1 comes back (api@h2: host down, api@h3: host down)",
+        ("front", "h4"): "needs strict@h4 (strict@h4: waits for ever)",
+    }
+    one_down = json.loads(run("plan", path, "--down", "h3", "--json").stdout)
+    app = next(s for s in one_down["services"] if s["service"] == "app")
+    assert app["waits_for"] == "etcd@h2" or app["waits_for"] == "etcd@h1"  # the second of the two that come back
+    assert [s["service"] for s in one_down["never_start"]] == ["strict", "front"]
+    text = run("plan", path, "--down", "h2,h3")
+    assert "every host up at t=0 but h2, h3 (never back)" in text.stdout
+    assert "  app@h4: needs 2 of the 3 copies of etcd, 1 comes back" in text.stdout
+    assert run("plan", path, "--down", "h9").exit_code == 2
+
+
+def test_plan_a_group_is_met_by_its_earliest_members(tmp_path):
+    text = PLAN_FLEET + """\
+  quick: {host: h1, exec: [/bin/quick], listen: 7, start_time: 1s}
+  slow: {host: h2, exec: [/bin/slow], listen: 9, start_time: 30s}
+  either: {host: h4, exec: [/bin/either], deps: [{any: [{tcp: "h1:7"}, {tcp: "h2:9"}]}]}
+  both: {host: h4, exec: [/bin/both], deps: [{of: [{tcp: "h1:7"}, {tcp: "h2:9"}]}]}
+"""
+    _, path = load(tmp_path, text)
+    plan = json.loads(run("plan", path, "--json").stdout)
+    by = {s["service"]: s for s in plan["services"]}
+    assert (by["either"]["waits_for"], by["both"]["waits_for"]) == ("quick@h1", "slow@h2")
+    assert by["either"]["start"] < by["slow"]["ready"] <= by["both"]["start"]
+    assert by["app"]["wave"] == 2 and by["app"]["waits_for"] in ("etcd@h1", "etcd@h2", "etcd@h3")
