@@ -142,7 +142,8 @@ web:
 
 def native_conf(fleet: bed.Fleet) -> str:
     """The same fleet in the native format: one file; pname for PostgreSQL, a
-    pid_file written by redis, the app in the foreground (found by pname)."""
+    pid_file written by redis, the app in the foreground (found by pname), and
+    what the native format adds: pg_isready as a dependency check."""
     conf = {
         "version": 1,
         "hosts": {host.name: {"address": host.address} for host in fleet},
@@ -153,7 +154,10 @@ def native_conf(fleet: bed.Fleet) -> str:
                       "exec": ["/usr/bin/redis-server", *REDIS_ARGS], "listen": PORTS["cache"]},
             "app": {"host": "h2", "user": "www-data", "pname": "drillapp.py", "exec": app_argv(fleet),
                     "listen": PORTS["app"], "health": f"http://{{host}}:{PORTS['app']}/health",
-                    "deps": [{"service": "db"}, {"service": "cache"}]},
+                    # the native format can ask PostgreSQL itself: it listens before it is ready
+                    "deps": [{"service": "db"}, {"service": "cache"},
+                             {"exec": f"pg_isready -q -h {address(fleet, 'db')} -p {PORTS['db']}",
+                              "name": "db ready"}]},
             "web": {"host": "h2", "pname": "nginx", "exec": ["/usr/sbin/nginx"], "listen": PORTS["web"],
                     "deps": [{"service": "app"}]},
         },
