@@ -92,6 +92,7 @@ MASKED_UNITS = {
     # starts none of them unless a test puts its own unit in their place.
     "nginx.service": "Debian's nginx, installed for the real-software drills",
     "redis-server.service": "Debian's redis-server, installed for the real-software drills",
+    "etcd.service": "Debian's etcd-server (alias etcd2.service), installed for the replicated-cluster drill",
 }
 
 # Every boot after a power cut starts a new journal file (the old one is
