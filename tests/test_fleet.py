@@ -158,7 +158,7 @@ def test_the_seeds_dependency_on_its_own_nginx_is_seen():
 
 # -- graph -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("example", ["autoheal", "conf"])
+@pytest.mark.parametrize("example", ["autoheal", "conf", "fleet", "replicas"])
 @pytest.mark.parametrize("fmt", ["mermaid", "dot"])
 def test_graph_golden(example, fmt):
     result = run("graph", ROOT / f"examples/{example}.yaml", "--format", fmt)

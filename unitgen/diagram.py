@@ -4,6 +4,12 @@ Services are grouped by host; an arrow goes from a service to what it waits
 for, labelled with how readiness is checked (tcp, http). A dashed arrow is a
 dependency inferred from a tcp:/http: target that points at a service of the
 conf. Dependencies outside the conf are drawn in their own group.
+
+A replicated service (placed on several hosts) is drawn once more, outside
+the hosts, as one node (``etcd ×3``, with its ``peers:`` need) linked to its
+copies; a ``service:`` dependency on it is one arrow to that node, labelled
+with how many copies it needs (``http, 2 of 3``). The arrows of an any:/of:
+group of checks say the same (``tcp, 1 of 2``).
 """
 
 from __future__ import annotations
@@ -13,7 +19,8 @@ import subprocess
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from .errors import UnitgenError
-from .graph import Graph, Node
+from .graph import Graph, Node, placements
+from .model import GroupDependency, ServiceDependency, need_count
 
 IMAGE_FORMATS = ("svg", "png")
 
@@ -28,6 +35,20 @@ class _Layout:
         for node in graph.nodes:
             for target in graph.externals[node]:
                 self.external_ids.setdefault(target.display, f"x{len(self.external_ids)}")
+        conf = graph.conf
+        self.replicated: Dict[str, str] = {
+            name: f"r{i}" for i, name in enumerate(n for n, s in conf.services.items() if len(placements(conf, s)) > 1)}
+
+    def replica_sets(self) -> Iterator[Tuple[str, str, List[str]]]:
+        """(id, label, ids of its copies) of every replicated service."""
+        conf = self.graph.conf
+        for name, rid in self.replicated.items():
+            service = conf.services[name]
+            copies = placements(conf, service)
+            label = f"{name} ×{len(copies)}"
+            if service.peers is not None:
+                label += f", peers need {need_count(service.peers, len(copies))}"
+            yield rid, label, [self.ids[(name, host)] for host in copies]
 
     def groups(self) -> Iterator[Tuple[Optional[str], List[Node]]]:
         by_host: Dict[Optional[str], List[Node]] = {}
@@ -41,10 +62,26 @@ class _Layout:
     def edges(self) -> Iterator[Tuple[str, str, str, bool]]:
         """(from id, to id, label, dashed) for every arrow."""
         for node in self.graph.nodes:
+            drawn = set()
             for edge in self.graph.out[node]:
-                yield self.ids[node], self.ids[edge.target], edge.kind, edge.inferred
+                if not edge.need:
+                    yield self.ids[node], self.ids[edge.target], edge.kind, edge.inferred
+                    continue
+                members = [e for e in self.graph.out[node] if e.dep is edge.dep]
+                of = f"{edge.need} of {len(members)}"
+                if isinstance(edge.dep, ServiceDependency):
+                    if id(edge.dep) not in drawn:
+                        drawn.add(id(edge.dep))
+                        yield self.ids[node], self.replicated[edge.dep.service], f"{edge.kind}, {of}", False
+                    continue
+                yield self.ids[node], self.ids[edge.target], f"{edge.kind}, {of}", edge.inferred
+            groups = {t: dep for dep in self.graph.conf.services[node[0]].deps
+                      if isinstance(dep, GroupDependency) for t in dep.targets}
             for target in self.graph.externals[node]:
-                yield self.ids[node], self.external_ids[target.display], target.kind, False
+                dep = groups.get(target)
+                label = target.kind if dep is None else \
+                    f"{target.kind}, {need_count(dep.need, len(dep.targets))} of {len(dep.targets)}"
+                yield self.ids[node], self.external_ids[target.display], label, False
 
 
 def mermaid(graph: Graph) -> str:
@@ -62,6 +99,9 @@ def mermaid(graph: Graph) -> str:
         lines.append('  subgraph outside["outside the conf"]')
         lines.extend(f'    {xid}[/"{_mermaid_text(text)}"/]' for text, xid in layout.external_ids.items())
         lines.append("  end")
+    for rid, label, copies in layout.replica_sets():
+        lines.append(f'  {rid}{{{{"{_mermaid_text(label)}"}}}}')
+        lines.extend(f"  {rid} -.- {copy}" for copy in copies)
     for source, target, label, dashed in layout.edges():
         arrow = "-.->" if dashed else "-->"
         lines.append(f"  {source} {arrow}|{label}| {target}")
@@ -88,6 +128,9 @@ def dot(graph: Graph) -> str:
         lines.extend(f"    {xid} [label={_dot_text(text)}, shape=parallelogram, style=solid];"
                      for text, xid in layout.external_ids.items())
         lines.append("  }")
+    for rid, label, copies in layout.replica_sets():
+        lines.append(f"  {rid} [label={_dot_text(label)}, shape=hexagon, style=solid];")
+        lines.extend(f"  {rid} -> {copy} [style=dotted, arrowhead=none];" for copy in copies)
     for source, target, label, dashed in layout.edges():
         style = ", style=dashed" if dashed else ""
         lines.append(f"  {source} -> {target} [label={_dot_text(label)}{style}];")
