@@ -262,3 +262,14 @@ def test_a_full_file_system_leaves_every_unit_old_and_the_manifest_true(tmp_path
     assert "nothing was changed" in err
     assert sorted((tmp_path / "out.after").read_text().split()) == sorted(
         [MANIFEST, "db.service", "filler", "web.service"])
+
+
+def test_install_generator_on_a_read_only_file_system_is_one_line(tmp_path):
+    (tmp_path / "conf.yaml").write_text("version: 1\nservices: {}\n")
+    done = _in_a_private_tmpfs(tmp_path, """
+        mount -o remount,ro "$OUT"
+        set +e; $UNITGEN install-generator --root "$OUT" 2>"$OUT.err"; echo "rc=$?"
+    """, "size=1m")
+    assert done.stdout.split() == ["rc=1"], (done.stdout, done.stderr)
+    err = (tmp_path / "out.err").read_text()
+    assert err.count("\n") == 1 and err.startswith("unitgen: ") and "read-only file system" in err, err

@@ -482,16 +482,20 @@ def install_generator(root: str, uninstall: bool) -> None:
       unitgen install-generator --uninstall && systemctl daemon-reload
     """
     from . import generator
+    from .install import os_error
 
-    if uninstall:
-        removed = generator.uninstall(root)
-        if not removed:
-            click.echo("not installed: nothing to remove")
-            return
-        click.echo(f"removed  {removed}")
-    else:
-        link, target = generator.install(root)
-        click.echo(f"linked   {link} -> {target}")
+    try:
+        if uninstall:
+            removed = generator.uninstall(root)
+            if not removed:
+                click.echo("not installed: nothing to remove")
+                return
+            click.echo(f"removed  {removed}")
+        else:
+            link, target = generator.install(root)
+            click.echo(f"linked   {link} -> {target}")
+    except OSError as exc:
+        raise os_error(os.path.join(root, generator.LINK), "link", exc) from None
     click.echo("Next:\n  systemctl daemon-reload")
 
 
