@@ -316,9 +316,10 @@ def test_a_service_that_cannot_be_rendered_is_left_out_with_its_dependents(run, 
         return real(self, plan, *args)
 
     monkeypatch.setattr(render.Renderer, "unit", unit)
-    conf = run.write("conf.yaml", APP)
+    conf = run.write("conf.yaml", APP.replace("cron: {", "cron: {user: 'a b', "))
     assert run() == 1
-    assert sorted(p.name for p in run.out.glob("*.service")) == ["cron.service", "db.service"]
-    assert run.log[0].endswith("2 problems; left out: api, web"), run.log
+    assert sorted(p.name for p in run.out.glob("*.service")) == ["db.service"]
+    assert run.log[0].endswith("3 problems; left out: api, cron, web"), run.log
     assert f"{conf}:4:3: services.api: cannot be rendered: cannot convert float infinity to integer" in run.log[1]
     assert f"{conf}:5:" in run.log[2] and "no service named 'api'" in run.log[2]
+    assert f"{conf}:6:" in run.log[3] and "services.cron.user" in run.log[3]  # found again in the last round

@@ -166,10 +166,10 @@ def units(conf_dir: str) -> Outcome:
         renderer = Renderer()
     except UnitgenError as exc:  # unitgen-probe is not installed: no unit could start
         return Outcome(problems=file_problems + [Problem(str(exc))], files_left_out=skipped)
-    left_out: Set[str] = set()
     unrenderable: List[Problem] = []
+    unrendered: Set[str] = set()  # read() finds the rest, and their problems, again each round
     while True:
-        outcome = read(sources, left_out)
+        outcome = read(sources, unrendered)
         outcome.problems[:0] = file_problems + unrenderable
         outcome.files_left_out[:0] = skipped
         failed: Set[str] = set()
@@ -186,7 +186,7 @@ def units(conf_dir: str) -> Outcome:
             outcome.units[plan.unit] = (plan.service.name, text, install_links(plan))
         if not failed or outcome.left_out is None:
             break
-        left_out = (outcome.left_out or set()) | failed
+        unrendered |= failed
     if outcome.plans and outcome.left_out is not None:
         first = next(iter(sources))
         watcher = renderer.watcher(outcome.plans, ["--conf-dir", conf_dir], first, first)
