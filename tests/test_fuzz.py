@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from unitgen.cli import cli
+from unitgen.systemd import unit_name
 from unitgen_probe import Target, format_argv
 
 from unitverify import expected_dump, verify
