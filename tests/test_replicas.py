@@ -216,3 +216,52 @@ def test_plan_a_group_is_met_by_its_earliest_members(tmp_path):
     assert (by["either"]["waits_for"], by["both"]["waits_for"]) == ("quick@h1", "slow@h2")
     assert by["either"]["start"] < by["slow"]["ready"] <= by["both"]["start"]
     assert by["app"]["wave"] == 2 and by["app"]["waits_for"] in ("etcd@h1", "etcd@h2", "etcd@h3")
+
+
+# -- the watcher: a replicated dependency is lost only below its need ------------
+
+def test_the_watcher_loses_a_replicated_dependency_only_below_its_need(tmp_path):
+    from unitgen.watch import Policy, watched_services
+    from unitgen_probe import Result
+
+    conf, _ = load(tmp_path, FLEET.replace("user: app", "user: app\n    on_dependency_loss: stop"))
+    [app] = watched_services(graph.plan(conf, "h4"))
+    etcd = [d for d in app.dependencies if d.group is not None and d.group.label == "etcd"]
+    assert [d.target.name for d in etcd] == ["etcd@h1", "etcd@h2", "etcd@h3"] and etcd[0].group.need == 2
+    down, up = Result(False, "connection refused (port closed)", 0.001), Result(True, "HTTP status 200", 0.001)
+    policy, events = Policy(), []
+
+    def feed(dep, result, now, running=True):
+        event = policy.record(app, dep, result, now, 1e9 + now)
+        if event:
+            events.append(policy.decide(app, dep, event, now, running))
+
+    for now in (0, 5, 10):  # one copy of three lost: 2 answer, the need is met
+        feed(etcd[2], down, now)
+    assert etcd[2].lost and events == [] and app.lost() == []
+    for now in (20, 25, 30):  # a second one: 1 of 3 answer, need 2
+        feed(etcd[1], down, now)
+    [stop] = events
+    assert stop.action == "stop"
+    assert stop.message.startswith("lost etcd: 1 of 3 answer, need 2 (etcd@h2: connection refused (port closed), "
+                                   "etcd@h3: connection refused (port closed)): stopping it")
+    assert app.lost() == [etcd[0].group]
+    feed(etcd[2], up, 40)  # one back: 2 of 3 again
+    assert [e.action for e in events] == ["stop", "start"] and app.lost() == []
+    assert "etcd answers again: 2 of 3 answer, need 2" in events[1].message
+
+
+def test_unitgen_probe_counts_a_group_by_its_need(tmp_path):
+    from probe_helpers import ClosedPort, open_port
+
+    with open_port() as up, ClosedPort() as down:
+        members = f'[{{tcp: "127.0.0.1:{up.port}"}}, {{tcp: "127.0.0.1:{down.port}"}}]'
+        for need, code in (("any", 0), ("all", 1)):
+            path = write(tmp_path, f"""
+                version: 1
+                services:
+                  app: {{exec: [/bin/app], deps: [{{of: {members}, need: {need}, name: pair}}]}}
+            """)
+            result = run("probe", path, "app")
+            assert result.exit_code == code, result.output
+            assert ("pair: 1 of 2 answer, need 2" in result.stdout) == (need == "all")

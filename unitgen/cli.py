@@ -201,7 +201,8 @@ def _render_everywhere(model, probe_path: Optional[str]) -> None:
 def probe(conf: str, service: str, host: Optional[str], timeout: Optional[float], as_json: bool) -> None:
     """Check SERVICE's dependencies once, as its unit's probe would, and say why each fails.
 
-    Exit 0 when every dependency answers, 1 when one does not.
+    Exit 0 when every dependency answers (of a replicated service or an
+    any:/of: group, its need of copies), 1 when one does not.
 
     \b
     Example:
@@ -211,7 +212,8 @@ def probe(conf: str, service: str, host: Optional[str], timeout: Optional[float]
     from . import graph, probing
 
     model = _load(conf)
-    targets = probing.targets_of(model, service, graph.local_host(model, host))
+    unit = probing.plan_of(model, service, graph.local_host(model, host))
+    targets = unit.all_targets
     results = probing.check_all(model.services[service], targets, timeout)
     if as_json:
         import json
@@ -226,7 +228,9 @@ def probe(conf: str, service: str, host: Optional[str], timeout: Optional[float]
         rows = [(t.display, "ok" if r.ok else "FAIL", r.reason, f"{r.latency * 1000:.1f} ms")
                 for t, r in zip(targets, results)]
         _print_table(("TARGET", "RESULT", "REASON", "LATENCY"), rows)
-    if not all(r.ok for r in results):
+        for line in probing.short_groups(unit, results):
+            click.echo(line)
+    if not probing.ready(unit, results):
         sys.exit(1)
 
 

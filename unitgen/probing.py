@@ -20,7 +20,30 @@ from .schema import did_you_mean
 
 
 def targets_of(conf: Conf, name: str, host: Optional[str]) -> Tuple[Target, ...]:
-    """What the unit of service ``name`` on ``host`` waits for."""
+    """What the unit of service ``name`` on ``host`` waits for, in groups or not."""
+    return plan_of(conf, name, host).all_targets
+
+
+def short_groups(plan: "graph.UnitPlan", results: Sequence[Result]) -> List[str]:
+    """``etcd: 1 of 3 answer, need 2`` for each group of the plan that ``results``
+    (in ``plan.all_targets`` order) leave short of its need."""
+    ok = dict(zip(plan.all_targets, (r.ok for r in results)))
+    short = []
+    for group in plan.groups:
+        answering = sum(ok[t] for t in group.targets)
+        if answering < group.need:
+            short.append(f"{group.label}: {answering} of {len(group.targets)} answer, need {group.need}")
+    return short
+
+
+def ready(plan: "graph.UnitPlan", results: Sequence[Result]) -> bool:
+    """Whether the probe would be done: every target on its own answers, every group has its need."""
+    ok = dict(zip(plan.all_targets, (r.ok for r in results)))
+    return all(ok[t] for t in plan.targets) and not short_groups(plan, results)
+
+
+def plan_of(conf: Conf, name: str, host: Optional[str]) -> "graph.UnitPlan":
+    """The unit plan of service ``name`` on ``host``."""
     if name not in conf.services:
         raise UsageError(f"no service named {name!r} in {conf.path}{did_you_mean(name, list(conf.services))}")
     service = conf.services[name]
@@ -28,8 +51,7 @@ def targets_of(conf: Conf, name: str, host: Optional[str]) -> Tuple[Target, ...]
     if host not in where:
         raise UsageError(f"{name} does not run on {host}; it runs on {', '.join(str(h) for h in where)} "
                          f"(pass --host to check from there)")
-    plan = next(p for p in graph.plan(conf, host) if p.service.name == name)
-    return plan.all_targets
+    return next(p for p in graph.plan(conf, host) if p.service.name == name)
 
 
 def check_all(service: Service, targets: Sequence[Target], timeout: Optional[float] = None) -> List[Result]:

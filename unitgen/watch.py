@@ -15,7 +15,10 @@ systemd's D-Bus API:
 
 A dependency is lost after ``loss_threshold.failures`` failed checks in a row
 spanning at least ``loss_threshold.seconds`` (defaults 3 and 10 s): a
-network blip does not restart a fleet. One success ends a loss. A service is
+network blip does not restart a fleet. One success ends a loss. A replicated
+dependency (the copies of a service on several hosts, an any:/of: group) is
+lost only when fewer than its ``need`` copies answer, each copy judged as
+above; it is back once ``need`` of them answer again. A service is
 never restarted more often than once per ``RESTART_INTERVAL`` seconds, even if
 its dependency flaps. Same-host dependencies need no watcher: the units say
 BindsTo=/Upholds= (see graph.py). Decisions are logged (the journal, under
@@ -54,7 +57,8 @@ WatchAction = Literal["restart", "stop", "start", "none"]
 
 @dataclass
 class Dependency:
-    """One watched dependency of one service, and how it has been answering."""
+    """One watched dependency of one service, and how it has been answering;
+    a copy in a ``group`` counts towards it instead of being lost on its own."""
 
     target: Target
     failures: int = 0
@@ -62,10 +66,44 @@ class Dependency:
     lost_since: Optional[float] = None  # monotonic
     lost_at: Optional[float] = None  # wall clock, for people
     reason: str = ""
+    group: "Optional[DependencyGroup]" = field(default=None, repr=False)
 
     @property
     def lost(self) -> bool:
         return self.lost_since is not None
+
+    @property
+    def display(self) -> str:
+        return self.target.display
+
+
+@dataclass(eq=False)
+class DependencyGroup:
+    """Copies of which ``need`` must answer: lost when fewer do."""
+
+    label: str
+    need: int
+    members: List[Dependency] = field(default_factory=list)
+    lost_since: Optional[float] = None  # monotonic
+    lost_at: Optional[float] = None  # wall clock
+
+    @property
+    def lost(self) -> bool:
+        return self.lost_since is not None
+
+    @property
+    def answering(self) -> int:
+        return sum(not m.lost for m in self.members)
+
+    @property
+    def display(self) -> str:
+        return self.label
+
+    @property
+    def reason(self) -> str:
+        """``1 of 3 answer, need 2 (etcd@h2: connection refused, etcd@h3: timed out ...)``"""
+        down = ", ".join(f"{m.target.label}: {m.reason}" for m in self.members if m.lost)
+        return f"{self.answering} of {len(self.members)} answer, need {self.need}" + (f" ({down})" if down else "")
 
 
 @dataclass
@@ -82,8 +120,10 @@ class Watched:
     actions: List[dict] = field(default_factory=list)  # the last few decisions, for status
     run_as: RunAs = RunAs()  # who its checks run as: the unit's own user (runas.py)
 
-    def lost(self) -> List[Dependency]:
-        return [d for d in self.dependencies if d.lost]
+    def lost(self) -> "List[Dependency | DependencyGroup]":
+        """What is lost: dependencies on their own, and groups short of their need."""
+        groups = list(dict.fromkeys(d.group for d in self.dependencies if d.group is not None))
+        return [d for d in self.dependencies if d.lost and d.group is None] + [g for g in groups if g.lost]
 
 
 @dataclass(frozen=True)
@@ -104,7 +144,22 @@ class Policy:
         self.restart_interval = restart_interval
 
     def record(self, service: Watched, dep: Dependency, result: Result, now: float, wall: float) -> Optional[str]:
-        """Note one check of ``dep``: "lost", "back", or None when nothing changed."""
+        """Note one check of ``dep``: "lost", "back", or None when nothing changed.
+        For a copy in a group, the event is the group's: lost when fewer than
+        its need answer, back when that many answer again."""
+        event = self._record(service, dep, result, now, wall)
+        group = dep.group
+        if group is None or event is None:
+            return event
+        if event == "lost" and not group.lost and group.answering < group.need:
+            group.lost_since, group.lost_at = now, wall
+            return "lost"
+        if event == "back" and group.lost and group.answering >= group.need:
+            group.lost_since = group.lost_at = None
+            return "back"
+        return None
+
+    def _record(self, service: Watched, dep: Dependency, result: Result, now: float, wall: float) -> Optional[str]:
         if result.ok:
             dep.failures, dep.failing_since = 0, None
             if not dep.lost:
@@ -122,15 +177,19 @@ class Policy:
         return "lost"
 
     def decide(self, service: Watched, dep: Dependency, event: str, now: float, running: bool) -> Decision:
-        """What to do about ``service`` now that ``dep`` is ``event`` ("lost" or "back")."""
+        """What to do about ``service`` now that ``dep`` (or its group) is ``event`` ("lost" or "back")."""
         if event == "back":
             message = f"{dep.target.display} answers again ({dep.reason})"
+            if dep.group is not None:
+                message = f"{dep.group.label} answers again: {dep.group.reason} ({dep.target.label} {dep.reason})"
             if service.mode == "stop" and service.stopped_by_us and not service.lost():
                 service.stopped_by_us = False
                 return Decision(service.unit, "start", message + ": starting it")
             return Decision(service.unit, "none", message)
         what = f"lost {dep.target.display}: {dep.reason}, {dep.failures} failed checks over " \
                f"{now - dep.failing_since:.0f} s"
+        if dep.group is not None:
+            what = f"lost {dep.group.label}: {dep.group.reason}"
         if not running:
             return Decision(service.unit, "none", f"{what}; it is not running, nothing to do")
         if service.mode == "stop":
@@ -148,12 +207,24 @@ class Policy:
 
 
 def watched_services(plans) -> List[Watched]:
-    """The services of these unit plans that act on a lost remote dependency."""
+    """The services of these unit plans that act on a lost remote dependency
+    (on its own, or a group with a copy on another host)."""
     return [
         Watched(p.unit, p.service.on_dependency_loss, p.service.loss_threshold.failures,
-                p.service.loss_threshold.seconds, [Dependency(t) for t in p.remote], run_as=run_as(p.service))
-        for p in plans if p.service.on_dependency_loss != "ignore" and p.remote
+                p.service.loss_threshold.seconds, [Dependency(t) for t in p.remote] + _grouped(p.remote_groups),
+                run_as=run_as(p.service))
+        for p in plans if p.service.on_dependency_loss != "ignore" and (p.remote or p.remote_groups)
     ]
+
+
+def _grouped(groups) -> List[Dependency]:
+    """A Dependency per copy of each probe group, sharing one DependencyGroup."""
+    dependencies = []
+    for group in groups:
+        shared = DependencyGroup(group.label, group.need)
+        shared.members = [Dependency(t, group=shared) for t in group.targets]
+        dependencies += shared.members
+    return dependencies
 
 
 async def run(services: List[Watched], bus_address: Optional[str], **options) -> None:
@@ -251,7 +322,7 @@ def save_state(path: str, services: Sequence[Watched]) -> None:
         "units": {
             s.unit: {
                 "mode": s.mode,
-                "lost": [{"dependency": d.target.display, "since": d.lost_at, "reason": d.reason} for d in s.lost()],
+                "lost": [{"dependency": d.display, "since": d.lost_at, "reason": d.reason} for d in s.lost()],
                 "actions": s.actions,
             } for s in services
         },
