@@ -144,3 +144,26 @@ def test_a_broken_conf_is_logged_and_the_boot_reaches_multi_user_target(make_fle
     ]
     assert "/etc/systemd/system-generators/unitgen failed with exit status 1." in host.journal()
     assert host.systemctl("is-system-running").strip() == "running"
+
+
+def test_a_fifo_and_a_bad_file_name_in_conf_d_neither_block_nor_cost_the_rest(make_fleet):
+    """A FIFO in conf.d would block the generator, and PID 1 with it, for 90 s
+    (systemd's generator timeout): on real systemd it is left out at once, as
+    is a file whose name holds a newline; the others' units are made."""
+    host = host_with_generator(make_fleet)
+    host.write_file("/etc/unitgen/conf.yaml", conf(service("db", 7001)))
+    host.write_file("/etc/unitgen/conf.d/web.yaml", fragment(service("web", 7003, deps=["db"])))
+    host.boot()
+    assert host.systemctl("is-active", "db", "web").split() == ["active"] * 2
+    host.run(["mkfifo", "/etc/unitgen/conf.d/fifo.yaml"])
+    host.run(["sh", "-c", 'printf "version: 1\\nservices: {}\\n" > "/etc/unitgen/conf.d/bad\nname.yaml"'])
+    host.run(["sh", "-c", ": > /dev/kmsg"])
+    host.systemctl("daemon-reload")  # h.run's timeout (30 s) is far below the 90 s a blocked generator takes
+    log = [line.split("]: ", 1)[1] for line in host.read_file("/dev/kmsg").splitlines()]
+    assert log[0] == ("/etc/unitgen: 2 problems; left out: the file /etc/unitgen/conf.d/bad\\nname.yaml, "
+                      "the file /etc/unitgen/conf.d/fifo.yaml"), log
+    assert log[1].startswith("/etc/unitgen/conf.d/bad\\nname.yaml:1:1: left out: its name ")
+    assert log[2].startswith("/etc/unitgen/conf.d/fifo.yaml:1:1: left out: not a regular file")
+    for unit in ("db", "web"):
+        assert properties(host, f"{unit}.service", "LoadState", "ActiveState") == ["loaded", "active"]
+    assert host.exists(f"{GENERATED}/web.service") and host.exists(f"{GENERATED}/multi-user.target.wants/db.service")
