@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import heapq
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from unitgen_probe import Target
@@ -540,9 +540,23 @@ class Graph:
         for node in self.nodes:
             if missing[node] == 0:
                 schedule(node)
+        # A cluster (peers:) is ready only once its need of copies run: a copy that
+        # runs before is held in ``running`` until then, and is ready with the last.
+        quorum = {name: need_count(s.peers, len(placements(self.conf, s)))
+                  for name, s in self.conf.services.items() if s.peers is not None}
+        running: Dict[str, List[Node]] = {name: [] for name in quorum}
+        formed: Dict[str, float] = {}
         settled: List[Node] = []
         while heap:
-            _, _, node = heapq.heappop(heap)
+            at, _, node = heapq.heappop(heap)
+            if node[0] in quorum and node[0] not in formed:
+                running[node[0]].append(node)
+                if len(running[node[0]]) < quorum[node[0]]:
+                    continue
+                formed[node[0]] = at
+                for copy in running[node[0]][:-1]:
+                    timings[copy] = replace(timings[copy], ready=at, waits_for=node)
+                    heapq.heappush(heap, (at, order[copy], copy))
             settled.append(node)
             ready = timings[node]
             for dependent, i in where_needed[node]:
@@ -560,13 +574,20 @@ class Graph:
                 if missing[dependent] == 0:
                     schedule(dependent)
         stuck: Dict[Node, str] = {}
-        if len(timings) + sum(n[1] in down_set for n in self.nodes) != len(self.nodes):
+        done = set(settled)
+        if len(done) + sum(n[1] in down_set for n in self.nodes) != len(self.nodes):
             cycles = self.cycle_problems()
             if cycles:
                 raise ConfigError(cycles)
             for node in self.nodes:
-                if node not in timings and node[1] not in down_set:
-                    stuck[node] = self._why_stuck(node, requirements[node], timings, down_set)
+                if node in done or node[1] in down_set:
+                    continue
+                if node in timings:  # it runs, but its cluster never has its need of copies
+                    copies = [(node[0], h) for h in placements(self.conf, self.conf.services[node[0]])]
+                    stuck[node] = "runs, but its cluster is never ready: " + self._why_stuck(
+                        node, [(quorum[node[0]], copies)], set(running[node[0]]), down_set).replace(" back (", " up (")
+                else:
+                    stuck[node] = self._why_stuck(node, requirements[node], done, down_set)
         # Dependencies first: by wave (a dependency's is lower), then in conf order.
         timings = {n: timings[n] for n in sorted(settled, key=lambda n: (timings[n].wave, order[n]))}
         last = max(timings.values(), key=lambda t: t.ready, default=None)
@@ -579,7 +600,7 @@ class Graph:
 
     def _why_stuck(self, node: Node, requirements, timings, down: set) -> str:
         """Why ``node`` never starts: ``needs 2 of the 3 copies of etcd, 1 comes back
-        (etcd@h2: host down, etcd@h3: host down)``."""
+        (etcd@h2: host down, etcd@h3: host down)``; ``timings``: the nodes that are ready."""
         reasons = []
         for need, nodes in requirements:
             back = sum(n in timings for n in nodes)
@@ -591,7 +612,7 @@ class Graph:
             if need > len(nodes):
                 reasons.append(f"needs {need} of {what}: can never be met")
                 continue
-            never = ", ".join(f"{node_label(n)}: {'host down' if n[1] in down else 'waits for ever'}"
+            never = ", ".join(f"{node_label(n)}: {'host down' if n[1] in down else 'never ready'}"
                               for n in nodes if n not in timings)
             head = f"needs {what}" if len(nodes) == 1 else \
                 f"needs {need} of {what}, {back} come{'s' if back == 1 else ''} back"
