@@ -233,6 +233,7 @@ async def _settle(manager: bus.Systemd, outcomes: List[Outcome], settle: float, 
     echo(f"watching {len(watched)} unit{'s' if len(watched) != 1 else ''} for up to {settle:g} s")
     begun = time.monotonic()
     pending = {o.unit: o for o in watched}
+    at_start = {o.unit: o.state for o in watched if o.state is not None}
     judged: Dict[str, Outcome] = {}
     while pending:
         elapsed = time.monotonic() - begun
@@ -241,7 +242,7 @@ async def _settle(manager: bus.Systemd, outcomes: List[Outcome], settle: float, 
                                     health)
         for state in states:
             first = pending[state.unit]
-            trouble = _trouble(first.state, state)
+            trouble = _trouble(at_start[state.unit], state)
             if trouble:
                 judged[state.unit] = Outcome(state.unit, first.kind, "failed",
                                              f"{trouble}: {state_text(state)}{_reason(state)}", state)

@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 import subprocess
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from .errors import one_line
 
@@ -73,7 +73,7 @@ def last_lines(unit: str, count: int = 3) -> List[str]:
     return lines[-count:]
 
 
-def _entries(args: List[str]) -> Optional[List[dict]]:
+def _entries(args: List[str]) -> Optional[List[Dict[str, Any]]]:
     try:
         done = subprocess.run(["journalctl", "--no-pager", "-q", "-o", "json", *args], stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, timeout=TIMEOUT, check=False)

@@ -20,7 +20,7 @@ import datetime
 import json
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import bus, graph, journal
 from .model import Conf
@@ -107,7 +107,7 @@ def state_text(state: bus.UnitState) -> str:
 def units_of(conf: Conf, host: Optional[str]) -> List[str]:
     """The units of the conf's services on this host, in conf order, and the
     run-time watcher's where this host has one."""
-    from .render import WATCH_UNIT
+    from .model import WATCH_UNIT
     from .watch import watched_services
 
     plans = graph.plan(conf, graph.local_host(conf, host))
@@ -145,13 +145,13 @@ class Restarts:
 
 # -- showing -------------------------------------------------------------------------
 
-def colour_wanted(stream, environ: Dict[str, str]) -> bool:
+def colour_wanted(stream: object, environ: Mapping[str, str]) -> bool:
     """Colour only on a terminal, and never when NO_COLOR is set (no-color.org)."""
     return bool(getattr(stream, "isatty", lambda: False)()) and not environ.get("NO_COLOR")
 
 
 def table(rows: Sequence[Seen], colour: bool, now: Optional[float] = None,
-          watched: Optional[Dict[str, dict]] = None) -> List[str]:
+          watched: Optional[Dict[str, Dict[str, Any]]] = None) -> List[str]:
     """One line per unit under a header: UNIT, STATE, SINCE, RESTARTS, STATUS.
 
     ``watched``: the run-time watcher's view (watch.read_state()); a lost
@@ -176,7 +176,7 @@ def table(rows: Sequence[Seen], colour: bool, now: Optional[float] = None,
     return lines
 
 
-def json_lines(rows: Sequence[Seen], watched: Optional[Dict[str, dict]] = None) -> List[str]:
+def json_lines(rows: Sequence[Seen], watched: Optional[Dict[str, Dict[str, Any]]] = None) -> List[str]:
     """One JSON object per unit, one per line (``lost``: the watcher's lost dependencies)."""
     watched = watched or {}
     return [json.dumps({
@@ -190,7 +190,7 @@ def json_lines(rows: Sequence[Seen], watched: Optional[Dict[str, dict]] = None) 
     }, ensure_ascii=False) for seen in rows for s in [seen.state]]
 
 
-def _lost_texts(watched: Optional[Dict[str, dict]], unit: str, now: float) -> List[str]:
+def _lost_texts(watched: Optional[Dict[str, Dict[str, Any]]], unit: str, now: float) -> List[str]:
     """``lost postgres (10.0.0.11:5432) 40 s ago: connection refused`` per lost dependency."""
     texts = []
     for lost in (watched or {}).get(unit, {}).get("lost", []):

@@ -34,7 +34,12 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from .errors import Problem, UnitgenError
+
+if TYPE_CHECKING:
+    from .graph import UnitPlan
 
 ADMIN_DIRS = ("/etc/systemd/system", "/run/systemd/system")
 VENDOR_DIRS = ("/lib/systemd/system", "/usr/lib/systemd/system")
@@ -187,7 +192,7 @@ def system_dir(output: str, root: str = "/") -> Optional[str]:
     return None
 
 
-def for_plans(plans: Iterable, directory: str, manifest: Iterable[str], root: str = "/") -> Dict[str, Takeover]:
+def for_plans(plans: Iterable["UnitPlan"], directory: str, manifest: Iterable[str], root: str = "/") -> Dict[str, Takeover]:
     """The takeovers of the planned units' names and aliases, ours (``manifest``'s
     names in ``directory``) left out."""
     names = [name for plan in plans for name in (plan.unit, *plan.service.aliases)]
@@ -209,10 +214,9 @@ def advice(t: Takeover) -> str:
            f"(or name the service otherwise and add Conflicts={t.unit})"
 
 
-def warnings(plans: Sequence, directory: str = ADMIN_DIRS[0]) -> List:
+def warnings(plans: Sequence["UnitPlan"], directory: str = ADMIN_DIRS[0]) -> List[Problem]:
     """``check``'s warnings: each takeover, at the service that makes it (units
     unitgen wrote into ``directory``, per its manifest, are ours, not taken)."""
-    from .errors import Problem, UnitgenError
     from .install import OutputDir
 
     try:
