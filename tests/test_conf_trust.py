@@ -377,3 +377,16 @@ def test_placement_on_every_host_counts_each_unit(tmp_path):
 def test_a_large_conf_within_the_bound_is_read(tmp_path):
     conf, result = run(tmp_path, expanding_conf("alias", services=100).decode(), command="check")
     assert result.exit_code == 0, result.output[-2000:]
+
+
+@pytest.mark.parametrize("password", ["s3cret", "p@ss", "a:b@c", "p%23ss"])
+def test_a_url_password_never_reaches_diff_or_warnings(tmp_path, password):
+    text = native("{exec: [/bin/true], user: a, deps: [{http: 'http://user:" + password + "@db.example/h'},"
+                  " {exec: 'curl -f http://user:" + password + "@db.example/'}]}")
+    conf, result = run(tmp_path, text, "-o", str(tmp_path / "out"), "--dry-run", "--diff")
+    assert result.exit_code == 0, result.output
+    assert "ExecStartPre=" in result.stdout and "db.example" in result.stdout
+    conf, checked = run(tmp_path, text, command="check")
+    assert checked.exit_code == 0 and "holds credentials" in checked.stderr
+    for output in (result.output, checked.output):
+        assert password not in output and "user:" not in output.replace("user: a", "")

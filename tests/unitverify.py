@@ -150,6 +150,13 @@ def _parse_words(line: bytes) -> List[str]:
             elif re.fullmatch(rb"[0-7]{3}", line[i + 1:i + 4]):
                 out.append(int(line[i + 1:i + 4], 8))
                 i += 4
+            elif nxt in (b"u", b"U") and re.fullmatch(rb"[0-9a-fA-F]+", line[i + 2:i + (6 if nxt == b"u" else 10)]):
+                end = i + (6 if nxt == b"u" else 10)  # systemd writes characters it deems unprintable so
+                out += chr(int(line[i + 2:end], 16)).encode("utf-8", "surrogatepass")
+                i = end
+            elif nxt == b"x" and re.fullmatch(rb"[0-9a-fA-F]{2}", line[i + 2:i + 4]):
+                out.append(int(line[i + 2:i + 4], 16))
+                i += 4
             else:
                 raise ValueError(f"unknown escape in systemd's dump: {line[i:i + 4]!r}")
         words.append(bytes(out).decode("utf-8", "surrogateescape"))

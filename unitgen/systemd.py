@@ -168,7 +168,17 @@ def raw(text: str) -> Escaped:
     escaped; it only must not add a line (no control character, no line
     separator), lose surrounding blanks, or join the next line.
     """
+    for match in _SPECIFIER.finditer(text):
+        if match.group(1) and match.group(1) not in _SPECIFIERS:
+            raise Unexpressible(f"%{match.group(1)} is not a specifier systemd 252 knows (it would refuse the "
+                                "line); write %% for a %")
     return _one_line(text)
+
+
+# The specifiers systemd 252 resolves in unit files (tried one by one with
+# systemd-analyze verify): any other ASCII letter or digit after % fails the line.
+_SPECIFIERS = frozenset("abcdfghijlmnopqrstuvwyABCEGHIJLMNPRSTUVWY%")
+_SPECIFIER = re.compile(r"%([A-Za-z0-9%]?)")
 
 
 def _one_line(text: str) -> Escaped:
