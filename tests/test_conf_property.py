@@ -157,7 +157,7 @@ def said(key: str, value: str, style: str, text: str):
     services = data["services"]
     if key == "service_name":
         name = next(iter(services))
-        return value if plain else name
+        return name if isinstance(name, str) else value
     service = services["web"]
     found = {
         "description": lambda: service["description"],
@@ -178,9 +178,9 @@ def said(key: str, value: str, style: str, text: str):
     }[key]()
     prefix = {"working_dir": "/srv/", "pid_file": "/run/", "environment_file": "/etc/", "exec_program": "/usr/bin/",
               "dep_url": "http://h.example/", "health": "http://{host}:80/"}.get(key, "")
-    if plain and (prefix + value) == yaml_scalar(prefix + value, style, ""):
-        return prefix + value if not isinstance(found, str) or found != prefix + value else found
-    return found
+    if plain and not isinstance(found, str):  # YAML 1.1 typed the text (0077, yes, ~): the conf said
+        return re.split(r"[ \t]+#", prefix + value)[0].strip(" \t")  # the text, less blanks and a comment
+    return found  # YAML's string, with its own rules (a plain scalar loses its trailing blanks)
 
 
 def invoke(command: str, conf: Path, *args: str):
@@ -243,6 +243,12 @@ def read_back(key: str, out: Path, conf_value, service_name: str):
 @example("working_dir", "a\u2029b", "plain")
 @example("description", "yes", "plain")
 @example("dep_url", "a", "plain")
+@example("exec_program", '"', "plain")
+@example("script", "A ", "plain")
+@example("environment", "0 ", "plain")
+@example("service_name", "A ", "plain")
+@example("service_name", ":", "plain")
+@example("environment", "0 #c", "plain")
 def test_systemd_reads_what_the_conf_said_or_check_refuses_it(key, value, style):
     work = Path(tempfile.mkdtemp(prefix="unitgen-property-"))
     text = conf_text(key, value, style)

@@ -210,7 +210,8 @@ def test_a_huge_value_is_quoted_short_however_often_it_is_aliased(tmp_path):
 
 # --- systemd's own rules: programs, ids, spans, lines, separators ------------------
 
-@pytest.mark.parametrize("program", ["bin/true", "./x", "~/x", "%h/x", "..", "/usr/bin/"])
+@pytest.mark.parametrize("program", ["bin/true", "./x", "~/x", "%h/x", "..", "/usr/bin/", '/usr/bin/a"b',
+                                     "/usr/bin/a''b", "/usr/bin/a\\b"])
 def test_a_program_systemd_would_not_run_as_meant_is_refused(tmp_path, program):
     text = native(f"{{exec: ['{program}'], user: a}}")
     refused_at(tmp_path, text, 3, text.splitlines()[2].index(f"['{program}']") + 1, "program")

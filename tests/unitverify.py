@@ -44,10 +44,26 @@ class Verified:
 def verify(unit_paths: Sequence[os.PathLike]) -> Verified:
     """Run systemd-analyze verify on unit files; see the module doc."""
     paths = [Path(p).resolve() for p in unit_paths]
+    renamed = None
+    if any(":" in p.name for p in paths):
+        # systemd-analyze verify reads FILE:NAME in its arguments (a unit under another
+        # name), so it cannot be given a file whose name holds ":" (valid in a unit
+        # name): such a file is verified as a copy named with "-" instead.
+        renamed = Path(tempfile.mkdtemp(prefix="unitgen-verify-names-"))
+        copies = []
+        for p in paths:
+            copies.append(renamed / p.name.replace(":", "-") if ":" in p.name else p)
+            if ":" in p.name:
+                shutil.copy(p, copies[-1])
+        paths = copies
     missing = sorted({prog for p in paths for prog in _programs(p.read_text()) if not _is_executable(prog)})
-    with _Root(paths, missing) as root:
-        plain = root.run({})
-        debug = root.run({"SYSTEMD_LOG_LEVEL": "debug"})
+    try:
+        with _Root(paths, missing) as root:
+            plain = root.run({})
+            debug = root.run({"SYSTEMD_LOG_LEVEL": "debug"})
+    finally:
+        if renamed:
+            shutil.rmtree(renamed, ignore_errors=True)
     return Verified(plain.stderr.decode("utf-8", "replace"), parse_command_lines(debug.stdout),
                     debug.stdout.decode("utf-8", "surrogateescape"))
 

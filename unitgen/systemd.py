@@ -111,6 +111,9 @@ def check_program(program: str) -> None:
         raise Unexpressible(f"the program {_short(program)} must be an absolute path or a program name")
     if _UNSAFE.search(program):
         raise Unexpressible("the program path contains a control character or a line separator")
+    if any(c in program for c in "\"'\\"):
+        raise Unexpressible("the program path contains a quote or a backslash, which systemd refuses in a "
+                            "program (\"Executable name contains special characters\")")
     if program.startswith("/"):
         if program.endswith("/"):
             raise Unexpressible(f"the program {_short(program)} names a directory")
