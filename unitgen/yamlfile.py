@@ -402,4 +402,6 @@ def _decode(path: str, data: bytes) -> str:
 def _yaml_problem(path: str, exc: yaml.MarkedYAMLError) -> Problem:
     mark = exc.problem_mark or exc.context_mark
     where = Mark(path, mark.line + 1, mark.column + 1) if mark else Mark(path, 1, 1)
+    if "nesting depth" in (exc.problem or ""):  # libyaml >= 0.2.5 scans ahead to its own limit (1000)
+        return Problem(f"nested more than {MAX_DEPTH} levels deep", where)
     return Problem(f"YAML syntax error: {exc.problem or exc.context or 'invalid YAML'}", where)
