@@ -391,3 +391,17 @@ def test_a_url_password_never_reaches_diff_or_warnings(tmp_path, password):
     assert checked.exit_code == 0 and "holds credentials" in checked.stderr
     for output in (result.output, checked.output):
         assert password not in output and "user:" not in output.replace("user: a", "")
+
+
+@pytest.mark.parametrize("where", [
+    "environment: {DB_URL: 'postgres://app:pw@db/x'}",
+    "exec: [/bin/run, '--db=postgres://app:pw@db/x']",
+    "script: '/bin/run postgres://app:p/w@db/x'",
+    "description: 'see https://u:pw@wiki.example'",
+    "systemd: {Service: {Environment: 'X=https://u:pw@h'}}",
+])
+def test_check_warns_about_credentials_wherever_they_land_in_a_unit(tmp_path, where):
+    exec_ = "" if where.startswith(("exec", "script")) else "exec: [/bin/true], "
+    warnings = check_warnings(tmp_path, native("{" + exec_ + "user: a, " + where + "}"))
+    assert any("credentials" in w for w in warnings), warnings
+    assert not any("pw" in w or "p/w" in w for w in warnings), warnings

@@ -77,10 +77,19 @@ def _root(service: Service) -> Iterable[Problem]:
 
 
 def _secrets(service: Service, conf: Conf) -> Iterable[Problem]:
-    for name, _ in service.environment:
+    for name, value in service.environment:
         if _SECRET_NAME.search(name):
             yield _warn(service, f"environment {name} looks like a secret, and unit files are world-readable: "
                                  "put it in an environment_file: readable by root only")
+        elif has_credentials(value):
+            yield _warn(service, f"environment {name} holds a URL with credentials, and unit files are "
+                                 "world-readable: put it in an environment_file: readable by root only")
+    written = [("its command", " ".join(service.command)), ("its description", service.description or "")]
+    written += [(f"raw {key}=", text) for _, lines in service.raw for key, text in lines]
+    for what, text in written:
+        if has_credentials(text):
+            yield _warn(service, f"{what} holds a URL with credentials, which ends up in the world-readable "
+                                 "unit file")
     for dep in service.deps:
         targets = dep.targets if isinstance(dep, GroupDependency) else (dep.target,) if isinstance(dep, CheckDependency) else ()
         if any(t.kind in ("http", "exec") and has_credentials(t.spec) for t in targets):
