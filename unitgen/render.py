@@ -20,7 +20,7 @@ from unitgen_probe import format_argv
 
 from . import graph, paths, systemd
 from .errors import ConfigError, Problem
-from .model import LAUNCH_PID_DIR, START_TIMEOUT_MARGIN, WATCH_UNIT, Conf
+from .model import LAUNCH_PID_DIR, START_TIMEOUT_MARGIN, WATCH_UNIT, Conf, Service
 
 WATCH_WANTED_BY = ("multi-user.target",)  # the watcher's [Install] (templates/watch.j2)
 LAUNCH_SCRIPT = "unitgen-launch"
@@ -122,7 +122,9 @@ class Renderer:
         _check_line_lengths(text, s)
         return text
 
-    def _render_unit(self, s, raw, left_out, plan, source, source_path, probe) -> str:
+    def _render_unit(self, s: Service, raw: Dict[str, List[Tuple[str, str]]],
+                     left_out: List[Tuple[str, str, int]], plan: graph.UnitPlan, source: str,
+                     source_path: Optional[str], probe: List[str]) -> str:
         exec_start = systemd.exec_command(s.command)
         launch_pid_file = None
         if s.launched:
@@ -184,7 +186,7 @@ def _check_shape(text: str) -> None:
 _LINE_BREAKING = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 
 
-def _check_line_lengths(text: str, service) -> None:
+def _check_line_lengths(text: str, service: Service) -> None:
     """systemd refuses a whole unit with a line over LONG_LINE_MAX (1 MiB)."""
     if len(text) <= systemd.LINE_MAX // 4:  # a character is at most 4 bytes: nothing can be over
         return
