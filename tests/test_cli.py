@@ -192,3 +192,12 @@ def test_a_probe_every_user_reaches_and_one_not_on_this_machine_are_not_refused(
     for path in (str(probe), "/nonexistent/unitgen-probe"):  # units rendered for another machine
         result = run("render", str(conf), "-o", str(open_dir / "out"), "--probe", path, "--force")
         assert result.exit_code == 0, result.output
+
+
+def test_a_file_identical_to_ours_is_adopted_and_enabled_in_the_next_steps(tmp_path):
+    out = tmp_path / "out"
+    run("render", AUTOHEAL, "-o", str(out), *PROBE)
+    (out / ".unitgen-manifest.json").unlink()  # as if an earlier run was interrupted, or a copy was made by hand
+    result = run("render", AUTOHEAL, "-o", str(out), *PROBE)
+    assert result.exit_code == 0, result.output
+    assert "systemctl enable --now nginx.service web_service.service" in result.stdout  # maybe never enabled

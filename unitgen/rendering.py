@@ -97,7 +97,8 @@ def _print_plan(plan: Plan, output: str, out: Write, err: Write, taken: Optional
     leaving = list(dict.fromkeys(t.to_disable for t in taken.values() if t.to_disable and not t.same_name))
     replaced = [t.name for t in taken.values() if t.same_name and t.name in plan.named("create")]
     removed, updated = plan.named("remove"), plan.named("update") + replaced
-    created = [name for name in plan.named("create") if name not in replaced]
+    # adopted: a file identical to ours was there, perhaps never enabled
+    created = [name for name in plan.named("create", "adopt") if name not in replaced]
     out("Next:\n")
     if removed or leaving:
         out(f"  systemctl disable --now {_unit_list(removed + leaving)}\n")

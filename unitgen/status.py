@@ -59,8 +59,9 @@ class Seen:
 
     @property
     def health(self) -> str:
-        """ok (active), waiting (held by its probe, or starting), bad (failed, looping, not loaded), or inactive."""
-        if self.looping:
+        """ok (active), waiting (held by its probe, or starting), bad (failed, looping, restarting
+        after its own process failed, not loaded), or inactive."""
+        if self.in_trouble:
             return "bad"
         return health(self.state)
 
