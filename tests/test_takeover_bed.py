@@ -45,7 +45,9 @@ def prop(host, unit: str, name: str) -> str:
 
 
 def answers(host, port: int) -> bool:
-    return host.run(["bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/{port}"], check=False).returncode == 0
+    """Whether the port accepts a connection within 30 s (an active Type=exec unit may not listen yet)."""
+    script = f"for i in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null && exit 0; sleep 0.1; done; exit 1"
+    return host.run(["bash", "-c", script], check=False, timeout=60).returncode == 0
 
 
 def assert_ours_alone(host) -> None:
