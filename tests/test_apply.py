@@ -336,5 +336,7 @@ def test_the_readme_example_postgres_runs_on_debian(make_fleet):
     unitgen(db1, "check", CONF_PATH, conf_text=text)
     result = unitgen(db1, "apply", CONF_PATH, "--settle", "8")
     assert "started   postgres.service: active (running)" in result.stdout
-    db1.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432"])  # exit 0: accepting connections
+    # wait until it accepts connections (exit 0), however slow the machine; a unit that failed never does
+    db1.run(["sh", "-c", "until pg_isready -q -h 127.0.0.1 -p 5432; do "
+                         "systemctl is-failed -q postgres.service && exit 1; sleep 0.2; done"], timeout=60)
     assert show(db1, "postgres.service", "NRestarts") == ["0"]
