@@ -11,6 +11,10 @@ apply, step by step (each checked on systemd 252 in tests/test_apply.py):
    ResetFailedUnit them, all while their files are still loaded: after a
    Reload without the file, systemd would stop a unit without its own settings
    (ExecStop=, TimeoutStopSec= ... are gone; seen on 252);
+   then, where a conf's name takes over a package's unit (takeover.py), stop
+   and disable that unit (redis-server.service behind Debian's alias
+   redis.service) or disable its links (a same-named nginx.service), so that
+   ours is the one unit of that name, enabled;
 4. write the files;
 5. enable the conf's units (re-enable changed ones, whose [Install] may have
    changed; enabling an enabled unit changes nothing) and Reload once: enable
