@@ -20,7 +20,9 @@ apply, step by step (each checked on systemd 252 in tests/test_apply.py):
    changed; enabling an enabled unit changes nothing) and Reload once: enable
    only edits symlinks, so one Reload after both loads files and links together;
 6. start added units (and unchanged ones that are not running), restart
-   changed ones; unchanged running units get no job, so their main PID stays;
+   changed ones, and added ones already running (a package's process under
+   the name ours took over); unchanged running units get no job, so their
+   main PID stays;
 7. wait up to ``wait`` seconds for those jobs (JobRemoved) and judge each by
    its result and its unit's state;
 8. watch every unit that came up for ``settle`` seconds (5 by default): one
