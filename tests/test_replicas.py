@@ -243,7 +243,12 @@ def test_the_watcher_loses_a_replicated_dependency_only_below_its_need(tmp_path)
 
     for now in (0, 5, 10):  # one copy of three lost: 2 answer, the need is met
         feed(etcd[2], down, now)
-    assert etcd[2].lost and events == [] and app.lost() == []
+    assert etcd[2].lost and app.lost() == []
+    [noted] = events  # a line in the log, no action
+    assert (noted.action, noted.message) == ("none", "lost etcd@h3 (http://10.0.0.3:2379/health): connection refused "
+                                             "(port closed); etcd still has its need: 2 of 3 answer, need 2 "
+                                             "(etcd@h3: connection refused (port closed)); nothing to do")
+    events.clear()
     for now in (20, 25, 30):  # a second one: 1 of 3 answer, need 2
         feed(etcd[1], down, now)
     [stop] = events
@@ -253,6 +258,8 @@ def test_the_watcher_loses_a_replicated_dependency_only_below_its_need(tmp_path)
     assert app.lost() == [etcd[0].group]
     feed(etcd[2], up, 40)  # one back: 2 of 3 again
     assert [e.action for e in events] == ["stop", "start"] and app.lost() == []
+    feed(etcd[1], up, 45)  # and the other: a line, nothing to do
+    assert events[-1].action == "none" and events[-1].message.startswith("etcd@h2 (http://10.0.0.2:2379/health) answers again; etcd still has its need: 3 of 3")
     assert "etcd answers again: 2 of 3 answer, need 2" in events[1].message
 
 

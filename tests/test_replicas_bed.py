@@ -8,7 +8,9 @@ one). The test waits for events and asserts their order, never a time: the
 app starts once a second etcd member answers /health (etcd answers 200 only
 with a leader, i.e. a quorum), never with one; while two members are kept off
 it waits and ``systemctl status`` says why; and ``unitgen plan --down`` says,
-service by service, what the drill saw come back and what waits.
+service by service, what the drill saw come back and what waits; and at run
+time the watcher lets one member of three go, and restarts the app when a
+second one goes, its probe holding it until the member is back.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def conf(fleet) -> str:
         "api": {"host": list(MEMBERS), "exec": [sys.executable, "-m", "http.server", "8080"], "user": "nobody",
                 "working_dir": "/tmp", "listen": 8080},
         "app": {"host": "h4", "exec": ["/bin/sleep", "infinity"], "user": "nobody",
-                "deps": [{"service": "kv", "need": "quorum"}]},
+                "deps": [{"service": "kv", "need": "quorum"}], "on_dependency_loss": "restart"},
         "proxy": {"host": "h4", "exec": ["/bin/sleep", "infinity"], "user": "nobody",
                   "deps": [{"service": "api", "need": "any"}]},
         "strict": {"host": "h4", "exec": ["/bin/sleep", "infinity"], "user": "nobody",
@@ -158,7 +160,7 @@ def test_etcd_quorum_and_replicated_api_through_power_cuts(make_fleet):
     for host in fleet:
         host.run(["unitgen", "render", CONF_PATH, "--host", host.name, "-o", "/etc/systemd/system"])
         host.systemctl("daemon-reload")
-        units = [u for u in ("kv", "api", "app", "proxy", "strict")
+        units = [u for u in ("kv", "api", "app", "proxy", "strict", "unitgen-watch")
                  if host.exists(f"/etc/systemd/system/{u}.service")]
         host.systemctl("enable", "--quiet", *[f"{u}.service" for u in units])
     h4 = fleet["h4"]
@@ -218,3 +220,27 @@ def test_etcd_quorum_and_replicated_api_through_power_cuts(make_fleet):
     fleet[back].boot(wait=False)
     wait_for("the app to start on the returning member", lambda: active(h4, "app.service"), fleet)
     assert healthy(fleet) == {"h1", back}
+
+    # 3. At run time (unitgen watch): one member of three has been off all along, and
+    # nothing was done; the returned member cut alone leaves no quorum: the app is
+    # restarted and its probe holds it until the member is back.
+    off = ({"h2", "h3"} - {back}).pop()
+    watch_log = lambda: h4.journal("unitgen-watch.service")
+    wait_for("the watcher to judge the member that is off lost",
+             lambda: f"app.service: lost kv@{off} (" in watch_log(), fleet)
+    noted = next(line for line in watch_log().splitlines() if f"lost kv@{off} (" in line)
+    assert f"; kv still has its need: 2 of 3 answer, need 2 (kv@{off}: " in noted and noted.endswith("; nothing to do")
+    assert "lost kv:" not in watch_log() and active(h4, "app.service"), watch_log()
+    fleet[back].power_cut()
+    wait_for("the watcher to lose the cluster", lambda: "app.service: lost kv: " in watch_log(), fleet)
+    lost = next(line for line in watch_log().splitlines() if "lost kv:" in line)
+    # lost once a second copy is judged lost (the member cut, or h1 left without a leader), beside the one off all along
+    assert (" 1 of 3 answer, need 2 (" in lost or " 0 of 3 answer, need 2 (" in lost) and f"kv@{off}: " in lost
+    assert lost.endswith(
+        ": restarting it (its probe holds it until the dependency is back)"), lost
+    wait_for("the restarted app to wait for a quorum",
+             lambda: "kv: 0 of 3 answer, need 2" in status(h4, "app.service"), fleet)
+    fleet[back].boot(wait=False)
+    wait_for("the app to start again", lambda: active(h4, "app.service"), fleet)
+    wait_for("the watcher to see the cluster back", lambda: "kv answers again: 2 of 3 answer, need 2" in watch_log(),
+             fleet)

@@ -146,7 +146,8 @@ class Policy:
     def record(self, service: Watched, dep: Dependency, result: Result, now: float, wall: float) -> Optional[str]:
         """Note one check of ``dep``: "lost", "back", or None when nothing changed.
         For a copy in a group, the event is the group's: lost when fewer than
-        its need answer, back when that many answer again."""
+        its need answer, back when that many answer again; else "copy lost" or
+        "copy back", which change nothing but are worth a line in the log."""
         event = self._record(service, dep, result, now, wall)
         group = dep.group
         if group is None or event is None:
@@ -157,7 +158,7 @@ class Policy:
         if event == "back" and group.lost and group.answering >= group.need:
             group.lost_since = group.lost_at = None
             return "back"
-        return None
+        return "copy " + event
 
     def _record(self, service: Watched, dep: Dependency, result: Result, now: float, wall: float) -> Optional[str]:
         if result.ok:
@@ -177,7 +178,14 @@ class Policy:
         return "lost"
 
     def decide(self, service: Watched, dep: Dependency, event: str, now: float, running: bool) -> Decision:
-        """What to do about ``service`` now that ``dep`` (or its group) is ``event`` ("lost" or "back")."""
+        """What to do about ``service`` now that ``dep`` (or its group) is ``event`` ("lost" or "back";
+        "copy lost" or "copy back": one copy of a group whose state did not change)."""
+        if event.startswith("copy "):
+            group = dep.group
+            change = f"lost {dep.target.display}: {dep.reason}" if event == "copy lost" else \
+                f"{dep.target.display} answers again"
+            state = "still lost" if group.lost else "still has its need"
+            return Decision(service.unit, "none", f"{change}; {group.label} {state}: {group.reason}; nothing to do")
         if event == "back":
             message = f"{dep.target.display} answers again ({dep.reason})"
             if dep.group is not None:
