@@ -5,6 +5,8 @@ screen. apply and status on real systemd are in tests/test_apply.py."""
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import shutil
 import subprocess
 import sys
@@ -32,7 +34,7 @@ def test_no_bus_is_a_clear_error(command):
     result = run(*command, AUTOHEAL, "--bus-address", "unix:path=/nonexistent/bus")
     assert result.exit_code == 1
     assert result.stderr == ("unitgen: no D-Bus system bus at unix:path=/nonexistent/bus "
-                             "(No such file or directory); is dbus running?\n")
+                             f"({os.strerror(errno.ENOENT)}); is dbus running?\n")
 
 
 def test_the_standard_variable_names_the_bus(monkeypatch):
