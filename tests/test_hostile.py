@@ -47,8 +47,9 @@ def billion_laughs(levels: int = 12, width: int = 10) -> bytes:
 
 ATTACKS = {
     "billion laughs": (billion_laughs(), "the conf expands to more than 32 MiB"),
-    "deep nesting": (b"version: 1\nx-deep: " + b"[" * 100_000 + b"]" * 100_000 + b"\nservices: {}\n",
-                     "nested more than 200 levels deep"),
+    # PyYAML >= 6.0.4 stops this itself, in its own words, before unitgen's limit:
+    # only where (line 2) and how (exit 2, one clean line) are unitgen's to assert
+    "deep nesting": (b"version: 1\nx-deep: " + b"[" * 100_000 + b"]" * 100_000 + b"\nservices: {}\n", None),
     "deep mappings": (b"a: " + b"{b: " * 5000 + b"1" + b"}" * 5000 + b"\n", "nested more than 200 levels deep"),
     "huge file": (b"web: {script: /bin/true}\n" + b"# " + b"x" * (17 * 1024 * 1024) + b"\n",
                   "the file is larger than 16 MiB"),
@@ -68,7 +69,10 @@ def test_yaml_attacks_end_in_a_clean_error(tmp_path, name):
     conf, out, done = unitgen_limited(tmp_path, data)
     assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
     assert "Traceback" not in done.stderr and "MemoryError" not in done.stderr
-    assert message in done.stderr
+    if message is None:
+        assert done.stderr.startswith(f"{conf}:2:") and done.stderr.count("\n") == 1, done.stderr[-2000:]
+    else:
+        assert message in done.stderr
     assert all(line.startswith(f"{conf}:") or line.startswith("... and ") for line in done.stderr.splitlines())
     assert len(done.stderr.splitlines()) <= 101
     assert not out.exists()
