@@ -276,7 +276,9 @@ def graph(conf: str, fmt: str, output: str) -> None:
     if output == "-":
         if fmt == "png" and sys.stdout.isatty():
             raise UsageError("a png is not for a terminal: pass -o FILE")
-        click.get_binary_stream("stdout").write(data)
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)  # click.get_binary_stream() is deprecated (Click 8.5, gone in 9)
+        sys.stdout.buffer.flush()
     else:
         _write_file(output, data)
 
