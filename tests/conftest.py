@@ -5,6 +5,11 @@ real systemd hosts (see tests/bed.py and DEVELOPERS.md), closed after the
 test whatever happened. Where this machine cannot boot such hosts the test
 skips with a one-line reason; set UNITGEN_REQUIRE_BED=1 (CI must) to make
 that a failure instead, so the bed tests can never silently stop running.
+
+Markers (pyproject.toml): every test that uses ``make_fleet`` is marked
+``bed`` here, so ``-m "not bed"`` runs what needs no systemd host; ``bench``
+tests repeat a measurement for seconds and are left out of the default run
+(``-m bench`` runs them; .ci/run does).
 """
 
 import os
@@ -22,6 +27,12 @@ def bed_available() -> None:
     if os.environ.get("UNITGEN_REQUIRE_BED") == "1":
         pytest.fail(f"UNITGEN_REQUIRE_BED=1 but {reason}")
     pytest.skip(reason)
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if "make_fleet" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.bed)
 
 
 @pytest.fixture

@@ -224,6 +224,7 @@ def _cpu_seconds(pid):
     return sum(int((tasks / tid / "schedstat").read_text().split()[0]) for tid in os.listdir(tasks)) / 1e9
 
 
+@pytest.mark.bench  # 7 s of waiting to measure: CI runs it (-m bench), the default run does not
 def test_waiting_costs_little_cpu(tmp_path):
     notify = NotifySocket(tmp_path)
     try:
