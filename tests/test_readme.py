@@ -20,10 +20,11 @@ def test_exactly_two_setup_commands_and_ci_runs_the_test_one():
     commands = _setup_commands()
     assert len(commands) == 2 and all("\n" not in c for c in commands), commands
     install, test = commands
-    assert install.startswith("pip install . && unitgen render ")
-    assert "pytest" in test
-    ci = (ROOT / ".ci/run").read_text()
-    assert test in ci.splitlines()
+    # a venv of their own: PEP 668 refuses pip install into Debian's Python
+    assert install.startswith("python3 -m venv .venv && .venv/bin/pip install . && .venv/bin/unitgen render ")
+    assert test.startswith("python3 -m venv .venv && ") and test.endswith(" -m pytest")
+    ci = (ROOT / ".ci/run").read_text().splitlines()
+    assert install in ci and test in ci  # CI runs both, exactly as written
 
 
 def test_every_unitgen_command_in_the_readme_exists():
@@ -42,3 +43,24 @@ def test_the_native_example_in_the_readme_is_the_shipped_one():
 
 def test_the_autoheal_example_in_the_readme_is_the_seed_verbatim():
     assert (ROOT / "examples/autoheal.yaml").read_text().rstrip() in README
+
+
+def _requirements(lines):
+    for line in lines:
+        line = line.split("#", 1)[0].strip().strip('",')
+        match = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*(>=|==)\s*([0-9][^,;\s]*)", line)
+        if match:
+            release = [int(part) for part in match.group(3).split(".")]
+            while release[-1] == 0 and len(release) > 1:  # 8.0.0 is 8.0 is 8
+                release.pop()
+            yield match.group(1).lower(), match.group(2), tuple(release)
+
+
+def test_ci_tests_the_oldest_release_of_every_dependency_pyproject_allows():
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    deps = pyproject.split("dependencies = [", 1)[1].split("]", 1)[0]
+    test_extra = pyproject.split("test = [", 1)[1].split("]", 1)[0]
+    floors = {name: version for name, op, version in _requirements((deps + test_extra).splitlines())}
+    oldest = {name: version for name, op, version in
+              _requirements((ROOT / ".ci/oldest.txt").read_text().splitlines()) if op == "=="}
+    assert floors and oldest == floors
