@@ -51,7 +51,7 @@ from typing import Callable, Dict, List, Literal, Optional, Sequence
 
 from unitgen_probe import Target
 
-from . import bus, graph, journal, lint, paths, systemd, takeover
+from . import bus, defaults, graph, journal, lint, paths, systemd, takeover
 from .errors import UnitgenError
 from .install import OutputDir, Plan
 from .model import Conf
@@ -59,16 +59,9 @@ from .render import Renderer
 from .status import last_reason, state_cell, state_text
 
 DEFAULT_OUTPUT = "/etc/systemd/system"
-# How long apply waits for its jobs: long enough for a service whose
-# dependencies are up (the probe answers within seconds, local dependencies
-# start first), short enough that a dependency that is down does not hold the
-# terminal for the probe's whole deadline. Past it, a start job still running
-# is reported as waiting and systemd goes on with it.
-DEFAULT_WAIT = 30.0
-# How long a unit that came up is watched: a main process that ends, or that
-# systemd restarts, within it is a failure (see _settle). Polled every
-# SETTLE_POLL s; a unit whose own health answers is settled after HEALTH_MIN_UP s.
-DEFAULT_SETTLE = 5.0
+# A unit that came up is watched for defaults.APPLY_SETTLE s (see _settle),
+# polled every SETTLE_POLL s; one whose own health answers is settled after
+# HEALTH_MIN_UP s.
 SETTLE_POLL = 0.25
 HEALTH_MIN_UP = 1.0
 LAST_LINES = 3
@@ -115,8 +108,9 @@ def run(conf: Conf, **options) -> int:
 
 def apply(conf: Conf, *, output: str = DEFAULT_OUTPUT, host: Optional[str] = None,
           probe: Optional[str] = None, bus_address: Optional[str] = None, dry_run: bool = False,
-          start: bool = True, force: bool = False, wait: float = DEFAULT_WAIT, settle: float = DEFAULT_SETTLE,
-          allow_unreachable_probe: bool = False, echo: Echo = print) -> List[Outcome]:
+          start: bool = True, force: bool = False, wait: float = defaults.APPLY_WAIT,
+          settle: float = defaults.APPLY_SETTLE, allow_unreachable_probe: bool = False,
+          echo: Echo = print) -> List[Outcome]:
     """Make this host's systemd match ``conf``; returns the outcome of every job.
 
     ``start=False`` (--no-start) writes, enables and reloads, and queues no

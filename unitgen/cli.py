@@ -14,7 +14,7 @@ from typing import Dict, List, Optional
 
 import click
 
-from . import __version__
+from . import __version__, defaults
 from .errors import ConfigError, Problem, UnitgenError, UsageError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -285,7 +285,7 @@ def graph(conf: str, fmt: str, output: str) -> None:
 
 @cli.command(context_settings=CONTEXT)
 @conf_argument
-@click.option("--start-time", "default_start", type=float, default=1.0, show_default=True, metavar="SECONDS",
+@click.option("--start-time", "default_start", type=float, default=defaults.START_TIME, show_default=True, metavar="SECONDS",
               help="Start-to-ready time assumed for services without start_time:.")
 @click.option("--json", "as_json", is_flag=True, help="The plan as one JSON document.")
 @click.option("--down", "down", default="", metavar="HOST,...",
@@ -406,10 +406,10 @@ def import_autoheal(files, host: Optional[str], addresses, output: str, force: b
 @dry_run_option
 @click.option("--no-start", is_flag=True,
               help="Write, enable and reload only: start and restart nothing (units that left the conf still stop).")
-@click.option("--wait", type=click.FloatRange(min=0), default=30.0, show_default=True, metavar="SECONDS",
+@click.option("--wait", type=click.FloatRange(min=0), default=defaults.APPLY_WAIT, show_default=True, metavar="SECONDS",
               help="How long to wait for the start/restart/stop jobs; a unit still starting then is reported "
                    "as waiting, and systemd carries on.")
-@click.option("--settle", type=click.FloatRange(min=0), default=5.0, show_default=True, metavar="SECONDS",
+@click.option("--settle", type=click.FloatRange(min=0), default=defaults.APPLY_SETTLE, show_default=True, metavar="SECONDS",
               help="How long each unit that came up is watched: its main process ending, or a restart, "
                    "meanwhile is a failure (0: do not watch).")
 @force_option
@@ -445,8 +445,8 @@ def apply(conf: str, output: str, host: Optional[str], probe_path: Optional[str]
 @bus_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per unit.")
 @click.option("--watch", is_flag=True, help="Refresh until interrupted (Ctrl-C).")
-@click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True, metavar="SECONDS",
-              help="Time between refreshes with --watch.")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=defaults.STATUS_INTERVAL, show_default=True,
+              metavar="SECONDS", help="Time between refreshes with --watch.")
 def status(conf: str, host: Optional[str], bus_address: Optional[str], as_json: bool, watch: bool,
            interval: float) -> None:
     """Show each service of the conf on this host: state, since when, restarts, and what it waits for.
@@ -510,9 +510,9 @@ def install_generator(root: str, uninstall: bool) -> None:
 @click.option("--conf-dir", metavar="DIR", help="Read DIR/conf.yaml and DIR/conf.d/*.yaml, as the generator does.")
 @host_option
 @bus_option
-@click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True, metavar="SECONDS",
-              help="How often each dependency is checked.")
-@click.option("--restart-interval", type=click.FloatRange(min=0), default=60.0, show_default=True,
+@click.option("--interval", type=click.FloatRange(min=0.1), default=defaults.WATCH_INTERVAL, show_default=True,
+              metavar="SECONDS", help="How often each dependency is checked.")
+@click.option("--restart-interval", type=click.FloatRange(min=0), default=defaults.RESTART_INTERVAL, show_default=True,
               metavar="SECONDS", help="A service is restarted at most once per this many seconds.")
 def watch(conf: Optional[str], conf_dir: Optional[str], host: Optional[str], bus_address: Optional[str],
           interval: float, restart_interval: float) -> None:

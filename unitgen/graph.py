@@ -34,7 +34,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from unitgen_probe import Target
 from unitgen_probe.targets import Group
 
-from . import systemd
+from . import defaults, systemd
 from .config import join_host_port
 from .errors import ConfigError, Problem, UsageError
 from .model import CheckDependency, Conf, Dependency, GroupDependency, Need, Service, ServiceDependency, need_count
@@ -42,7 +42,6 @@ from .model import CheckDependency, Conf, Dependency, GroupDependency, Need, Ser
 # A node of the fleet graph: a service on a host (host None in a conf without hosts:).
 Node = Tuple[str, Optional[str]]
 LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1", "ip6-localhost", "localhost.localdomain"})
-DEFAULT_START_TIME = 1.0  # seconds from exec to ready, for a service without start_time:
 
 
 @dataclass(frozen=True)
@@ -493,7 +492,7 @@ class Graph:
                 plain.append((1, [edge.target]))
         return plain + [(need, list(dict.fromkeys(nodes))) for need, nodes in groups.values()]
 
-    def recovery(self, default_start_time: float = DEFAULT_START_TIME, down: Sequence[str] = ()) -> Recovery:
+    def recovery(self, default_start_time: float = defaults.START_TIME, down: Sequence[str] = ()) -> Recovery:
         """How the fleet comes back after a full power cut, every host up at
         t=0 but those of ``down``, which never come back.
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Literal, Optional, Tuple, Union
 
-from unitgen_probe import Target
+from unitgen_probe import DEFAULT_TIMEOUT, Target
 
+from . import defaults
 from .errors import Mark, Problem
 
 # What a conf may say (schema.json's enums; tests/test_schema.py holds them equal).
@@ -23,9 +24,6 @@ OnLoss = Literal["ignore", "restart", "stop"]
 # dependency needs: all, any (1), quorum (more than half), or at least N.
 Need = Union[Literal["all", "any", "quorum"], int]
 
-DEFAULT_DEADLINE = 60.0
-DEFAULT_ATTEMPT_TIMEOUT = 2.0
-DEFAULT_RESTART_SEC = 3.0
 # TimeoutStartSec= applies to the probe (an ExecStartPre=): it must outlast
 # the probe's deadline, so that the probe, not systemd, decides when to give up.
 START_TIMEOUT_MARGIN = 30.0
@@ -42,8 +40,8 @@ LAUNCH_PID_DIR = "/run/unitgen"
 class ProbeSettings:
     """How a service's ExecStartPre= probe waits."""
 
-    deadline: float = DEFAULT_DEADLINE
-    timeout: float = DEFAULT_ATTEMPT_TIMEOUT
+    deadline: float = defaults.PROBE_DEADLINE
+    timeout: float = DEFAULT_TIMEOUT  # the probe's own: it never imports unitgen
     any: bool = False
 
 
@@ -51,8 +49,8 @@ class ProbeSettings:
 class LossThreshold:
     """When a remote dependency counts as lost at run time (unitgen watch)."""
 
-    failures: int = 3
-    seconds: float = 10.0
+    failures: int = defaults.LOSS_FAILURES
+    seconds: float = defaults.LOSS_SECONDS
 
 
 @dataclass(frozen=True)
@@ -121,7 +119,7 @@ class Service:
     environment_files: Tuple[str, ...] = ()
     pid_file: Optional[str] = None
     type: ServiceType = "exec"
-    restart_sec: float = DEFAULT_RESTART_SEC
+    restart_sec: float = defaults.RESTART_SEC
     wanted_by: Tuple[str, ...] = ("multi-user.target",)
     # The rest of [Install] that makes links (raw Install: RequiredBy=, Alias=):
     # kept typed, so that the generator links from these, never from text.

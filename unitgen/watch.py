@@ -19,13 +19,13 @@ network blip does not restart a fleet. One success ends a loss. A replicated
 dependency (the copies of a service on several hosts, an any:/of: group) is
 lost only when fewer than its ``need`` copies answer, each copy judged as
 above; it is back once ``need`` of them answer again. A service is
-never restarted more often than once per ``RESTART_INTERVAL`` seconds, even if
+never restarted more often than once per ``defaults.RESTART_INTERVAL`` seconds, even if
 its dependency flaps. Same-host dependencies need no watcher: the units say
 BindsTo=/Upholds= (see graph.py). Decisions are logged (the journal, under
 unitgen-watch.service) and the current view is kept in STATE_FILE for
 `unitgen status`.
 
-Checks run every CHECK_INTERVAL seconds per dependency, in threads: a
+Checks run every ``defaults.WATCH_INTERVAL`` seconds per dependency, in threads: a
 watcher of a thousand dependencies costs a few threads' worth of sockets.
 They run as the service's own user and groups, never as root (runas.py):
 one worker process per identity, each with threads of its own.
@@ -47,8 +47,8 @@ from unitgen_probe import Result, Target
 
 from .runas import CannotCheck, Checker, RunAs, run_as
 
-CHECK_INTERVAL = 2.0
-RESTART_INTERVAL = 60.0
+from . import defaults
+
 STATE_FILE = "/run/unitgen/watch.json"
 
 Mode = Literal["restart", "stop"]  # on_dependency_loss, but for ignore: not watched
@@ -140,7 +140,7 @@ class Policy:
     time and says when a dependency is lost or back; decide() says what to do
     then. The Watcher only carries decisions out."""
 
-    def __init__(self, restart_interval: float = RESTART_INTERVAL):
+    def __init__(self, restart_interval: float = defaults.RESTART_INTERVAL):
         self.restart_interval = restart_interval
 
     def record(self, service: Watched, dep: Dependency, result: Result, now: float, wall: float) -> Optional[str]:
@@ -247,7 +247,7 @@ class Watcher:
     """Runs the Policy against real checks and a real systemd."""
 
     def __init__(self, services: List[Watched], systemd, state_file: str = STATE_FILE,
-                 interval: float = CHECK_INTERVAL, restart_interval: float = RESTART_INTERVAL,
+                 interval: float = defaults.WATCH_INTERVAL, restart_interval: float = defaults.RESTART_INTERVAL,
                  log=None):
         self.services = services
         self.systemd = systemd
