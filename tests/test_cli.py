@@ -6,6 +6,7 @@ import errno
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -206,3 +207,26 @@ def test_a_file_identical_to_ours_is_adopted_and_enabled_in_the_next_steps(tmp_p
     result = run("render", AUTOHEAL, "-o", str(out), *PROBE)
     assert result.exit_code == 0, result.output
     assert "systemctl enable --now nginx.service web_service.service" in result.stdout  # maybe never enabled
+
+
+def test_an_unexpected_exception_exits_3_in_one_line_with_the_traceback_in_a_file(monkeypatch, tmp_path):
+    from unitgen import config
+
+    def broken(*args, **kwargs):
+        raise KeyError("surprise\nsecond line")
+
+    monkeypatch.setattr(config, "load", broken)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # what $TMPDIR would say
+    result = run("check", AUTOHEAL)
+    assert result.exit_code == 3
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("unitgen: bug: unexpected KeyError: ")
+    (written,) = tmp_path.glob("unitgen-bug-*.txt")
+    assert f"its traceback is in {written}; please report it" in result.stderr
+    assert (written.stat().st_mode & 0o777) == 0o600
+    text = written.read_text()
+    assert text.startswith("Traceback") and "in broken" in text and text.rstrip().endswith("'surprise\\nsecond line'")
+
+
+def test_usage_errors_stay_click_s_exit_2():
+    assert run("render").exit_code == 2
+    assert run("no-such-command").exit_code == 2

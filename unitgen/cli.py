@@ -1,9 +1,11 @@
 """The ``unitgen`` command: thin click commands that wire the modules together.
 
 Exit codes: 0 success; 1 an operational failure (a file unitgen does not own
-is in the way, a job failed); 2 bad usage or a bad conf (click's convention).
-Every UnitgenError is caught once, in UnitgenGroup, and printed without a
-traceback.
+is in the way, a job failed); 2 bad usage or a bad conf (click's convention);
+3 a bug: an exception unitgen did not expect. Every UnitgenError is caught
+once, in UnitgenGroup, and printed without a traceback; any other exception
+is reported there in one line that says it is a bug and where its traceback
+was written.
 """
 
 from __future__ import annotations
@@ -15,14 +17,15 @@ from typing import Dict, List, Optional
 import click
 
 from . import __version__, defaults
-from .errors import ConfigError, Problem, UnitgenError, UsageError
+from .errors import BUG_EXIT, ConfigError, Problem, UnitgenError, UsageError, one_line, write_traceback
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 MAX_PROBLEMS = 100  # printed; a hostile file must not flood the terminal
 
 
 class UnitgenGroup(click.Group):
-    """Maps every UnitgenError to a clean message and its exit code."""
+    """Maps every UnitgenError to a clean message and its exit code, and any
+    other exception to one line and exit 3 (a bug; the traceback goes to a file)."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -36,6 +39,16 @@ class UnitgenGroup(click.Group):
         except UnitgenError as exc:
             click.echo(f"unitgen: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise  # click's own: usage errors (2), exits, Ctrl-C
+        except Exception as exc:
+            try:
+                where = f"its traceback is in {write_traceback(exc)}"
+            except OSError as error:
+                where = f"its traceback could not be written: {error}"
+            click.echo(one_line(f"unitgen: bug: unexpected {type(exc).__name__}: {exc}; {where}; "
+                                "please report it"), err=True)
+            ctx.exit(BUG_EXIT)
 
 
 # -- options shared by several commands ---------------------------------------

@@ -65,6 +65,21 @@ def one_line(text: str) -> str:
     return text.translate(_CONTROL)
 
 
+BUG_EXIT = 3  # an exception unitgen did not expect: a bug, never the operator's doing
+
+
+def write_traceback(exc: BaseException) -> str:
+    """Write ``exc``'s traceback to a new file of its own (mode 600, in the
+    temporary directory) and return its path, for a one-line bug report."""
+    import tempfile
+    import traceback
+
+    fd, path = tempfile.mkstemp(prefix="unitgen-bug-", suffix=".txt")
+    with open(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
+        f.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    return path
+
+
 class UnitgenError(Exception):
     """Base of every error unitgen reports; the CLI catches this class once."""
 
