@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import sysconfig
 import venv
 import zipfile
 from pathlib import Path
@@ -11,6 +12,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+PURELIB = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+# unitgen's dependencies, installed in this test's environment; a .pth line
+# adds the directory itself, not the editable unitgen its own .pth files name
+DEPENDENCIES = sysconfig.get_paths()["purelib"]
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +41,10 @@ def test_wheel_contains_templates_schema_and_probe(wheel):
 
 def test_installed_wheel_renders_with_its_own_templates(wheel, tmp_path):
     env_dir = tmp_path / "venv"
-    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
+    venv.EnvBuilder(with_pip=False).create(env_dir)
     python = env_dir / "bin" / "python"
+    site = subprocess.run([str(python), "-c", PURELIB], capture_output=True, text=True, check=True).stdout.strip()
+    Path(site, "test-deps.pth").write_text(DEPENDENCIES + "\n")  # what pip would install, without a network
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index",
                     "--force-reinstall", "-q", str(wheel)], check=True, capture_output=True)
     workdir = tmp_path / "elsewhere"
@@ -57,3 +64,32 @@ def test_checkout_uses_the_top_level_templates():
 
     assert paths.templates_dir() in (ROOT / "templates", ROOT / "unitgen" / "templates")
     assert (paths.templates_dir() / "service.j2").read_text() == (ROOT / "templates/service.j2").read_text()
+
+
+def test_the_production_install_runs_its_probe_as_any_service_user(wheel, make_fleet):
+    """README "Putting it on a host", on real systemd: a venv under /opt/unitgen
+    made by root with umask 022, the unitgen command linked into /usr/local/bin.
+    A User=nobody service starts through the probe that path wrote into its unit.
+
+    The host has no network: the wheel is copied in, and its dependencies come
+    from this test's environment through a .pth file (what pip would install)."""
+    host = make_fleet(["prod1"])["prod1"]
+    host.boot()
+    host.write_file("/var/tmp/" + wheel.name, wheel.read_bytes())
+    host.run(["sh", "-c", 'umask 022 && "$0" -m venv /opt/unitgen', sys.executable])
+    site = host.run(["/opt/unitgen/bin/python", "-c", PURELIB]).stdout.strip()
+    host.write_file(f"{site}/test-deps.pth", DEPENDENCIES + "\n")
+    host.run(["sh", "-c", 'umask 022 && /opt/unitgen/bin/python -m pip install -q --no-index --no-deps "$0"',
+              f"/var/tmp/{wheel.name}"], timeout=120)
+    host.run(["ln", "-s", "/opt/unitgen/bin/unitgen", "/usr/local/bin/unitgen"])
+    host.write_file("/etc/unitgen/conf.yaml", (
+        "version: 1\nservices:\n"
+        f"  db:\n    exec: [{sys.executable}, -m, http.server, '8001', --bind, 127.0.0.1]\n    listen: 8001\n"
+        "  app:\n    exec: [/bin/sleep, infinity]\n    user: nobody\n    deps:\n      - service: db\n"))
+
+    host.run(["/usr/local/bin/unitgen", "apply", "/etc/unitgen/conf.yaml"], timeout=90)
+    unit = host.read_file("/etc/systemd/system/app.service")
+    assert "\nExecStartPre=/opt/unitgen/bin/unitgen-probe " in unit and "\nUser=nobody\n" in unit
+    host.wait_active("app.service")
+    pre = host.systemctl("show", "-P", "ExecStartPre", "app.service")  # the probe ran, as nobody, and passed
+    assert pre.startswith("{ path=/opt/unitgen/bin/unitgen-probe ;") and "; code=exited ; status=0 }" in pre
