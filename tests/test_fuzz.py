@@ -132,8 +132,6 @@ def test_hostile_strings_render_exactly_or_fail_cleanly(data):
     assert result.exception is None
     units = sorted(p for p in out.iterdir() if p.name.endswith(".service"))
     assert len(units) == len(data["services"])
-    from unitgen.systemd import unit_name
-
     for name, service in data["services"].items():
         unit = out / unit_name(name)
         checked = verify([unit])
