@@ -75,9 +75,9 @@ def cases():
 
 # Run in the host for one case: the generator as the conf's host, its links;
 # then its units enabled by systemctl (after the disabling of any packaged
-# unit of the same name, and the removal of a package's alias link there:
-# Debian's redis-server links redis.service to itself), every link to them;
-# then everything undone.
+# unit of the same name, and the removal of every link to those names there:
+# Debian's redis-server links redis.service to itself, etcd has etcd2.service),
+# every link to them; then everything undone.
 SCRIPT = r"""
 set -eu
 case=/tmp/links-case; gen=/tmp/links-gen
@@ -90,7 +90,10 @@ echo "== units"; echo "$units"
 echo "== generator"
 (cd "$gen" && find . -type l -printf '%P %l\n')
 systemctl disable $units 2>/dev/null || true
-for u in $units; do rm -f "/etc/systemd/system/$u"; cp "$gen/$u" "/etc/systemd/system/$u"; done
+for u in $units; do  # no link to these names is left: a package's alias (etcd2.service), a mask
+  find /etc/systemd/system \( -lname "*/$u" -o -lname "$u" \) -delete
+  rm -f "/etc/systemd/system/$u"; cp "$gen/$u" "/etc/systemd/system/$u"
+done
 systemctl daemon-reload
 systemctl enable $units 2>&1 | grep -v "^Created symlink" >&2 || true
 echo "== systemctl"
