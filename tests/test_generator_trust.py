@@ -323,3 +323,18 @@ def test_a_service_that_cannot_be_rendered_is_left_out_with_its_dependents(run, 
     assert f"{conf}:4:3: services.api: cannot be rendered: cannot convert float infinity to integer" in run.log[1]
     assert f"{conf}:5:" in run.log[2] and "no service named 'api'" in run.log[2]
     assert f"{conf}:6:" in run.log[3] and "services.cron.user" in run.log[3]  # found again in the last round
+
+
+def test_a_conf_d_file_over_the_size_limit_is_left_out_never_cut_and_parsed(run, monkeypatch):
+    """Read up to the limit, a big file's head could parse as a conf of its own."""
+    from unitgen import yamlfile
+
+    monkeypatch.setattr(yamlfile, "MAX_FILE_BYTES", 4096)
+    run.write("conf.yaml", APP)
+    head = "version: 1\nservices:\n  extra: {exec: [/usr/bin/sleep, infinity]}\n"
+    big = run.write("conf.d/big.yaml", head + "#" * 5000 + "\n  more: {exec: [/usr/bin/sleep, infinity]}\n")
+    assert run() == 1
+    assert sorted(p.name for p in run.out.glob("*.service")) == ["api.service", "cron.service", "db.service",
+                                                                 "web.service"]
+    assert run.log[0].endswith(f"1 problem; left out: the file {big}")
+    assert f"{big}:1:1: left out: larger than the 4096 bytes a conf file may have" in run.log[1]

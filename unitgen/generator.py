@@ -211,8 +211,8 @@ def read_files(paths: Sequence[str]) -> Tuple[Dict[str, bytes], List[Problem]]:
     file is opened (O_NONBLOCK, so that a FIFO swapped in after the check
     cannot block either), and at most yamlfile.MAX_FILE_BYTES + 1 of it.
 
-    A conf.d file that cannot be used (not a regular file, unreadable, a
-    name that no unit's SourcePath= can carry) costs itself only: it is
+    A conf.d file that cannot be used (not a regular file, unreadable, too
+    big, a name that no unit's SourcePath= can carry) costs itself only: it is
     left out with a problem. conf.yaml, which holds what every file shares,
     costs everything: ({}, [problem])."""
     from . import yamlfile
@@ -225,6 +225,8 @@ def read_files(paths: Sequence[str]) -> Tuple[Dict[str, bytes], List[Problem]]:
         if why is None:
             try:
                 data = _read_regular(path, yamlfile.MAX_FILE_BYTES + 1)
+                if len(data) > yamlfile.MAX_FILE_BYTES:  # never parse a cut file: its head may parse
+                    why = f"larger than the {yamlfile.MAX_FILE_BYTES} bytes a conf file may have"
             except OSError as exc:
                 why = exc.strerror or str(exc)
             except _NotRegular as exc:
