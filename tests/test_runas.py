@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import threading
 
 import pytest
@@ -58,6 +59,7 @@ def test_the_resolved_identity_is_what_systemd_gives():
     assert env["USER"] == env["LOGNAME"] == "daemon" and env["MODE"] == "x"
     assert env["PATH"] == "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     assert resolve(RunAs(user="1")).uid == 1  # by number, as systemd allows
+    assert resolve(RunAs(user="daemon", working_dir="~")).cwd == pwd.getpwnam("daemon").pw_dir
 
 
 @needs_root

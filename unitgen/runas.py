@@ -138,7 +138,10 @@ def resolve(settings: RunAs) -> Identity:
         if number not in groups:
             groups.append(number)
     env.update(settings.environment)
-    return Identity(uid, gid, tuple(groups), tuple(env.items()), settings.working_dir)
+    cwd = settings.working_dir
+    if cwd == "~":  # WorkingDirectory=~: the user's home (root's without a user)
+        cwd = env.get("HOME") or pwd.getpwuid(0).pw_dir
+    return Identity(uid, gid, tuple(groups), tuple(env.items()), cwd)
 
 
 def _lookup(by_name, by_id, value: str, what: str):
