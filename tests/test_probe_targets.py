@@ -3,7 +3,7 @@
 import pytest
 
 from unitgen_probe import Target, UsageError, parse_argv
-from unitgen_probe.targets import accepts, redact
+from unitgen_probe.targets import accepts, printable, redact
 
 
 @pytest.mark.parametrize("kind, spec", [
@@ -193,3 +193,11 @@ def test_usage_errors_never_quote_credentials(argv):
         parse_argv(argv)
     assert "s3cr3t" not in str(error.value) and "admin" not in str(error.value)
     assert "cr3t" not in str(error.value) and "s3" not in str(error.value)
+
+
+@pytest.mark.parametrize("argv", [["tcp", "db\nforged: line:1"], ["unix", "x" * 200 + "\r\x1b[2J"], ["tcp\n"],
+                                  ["http", "http://h/\x1b[2J"], ["--deadline", "1\n2", "tcp", "a:1"]])
+def test_a_usage_error_is_one_line_whatever_it_quotes(argv):
+    with pytest.raises(UsageError) as error:
+        parse_argv(argv)
+    assert printable(str(error.value)) == str(error.value)

@@ -29,12 +29,12 @@ _HTTPS_ONLY = ("ca_file", "insecure")
 class UsageError(ValueError):
     """A malformed command line, target spec or option (exit status 2).
 
-    The message is one line, written for the operator; URL credentials are
-    removed from it here, whatever it quotes.
+    The message is one line, written for the operator: control characters
+    are escaped and URL credentials removed here, whatever it quotes.
     """
 
     def __init__(self, message):
-        super().__init__(redact(message))
+        super().__init__(redact(printable(message)))
 
 
 class Frozen:
