@@ -103,3 +103,28 @@ def test_a_missing_user_or_a_dynamic_user_is_never_root_instead(make_fleet):
         assert time.monotonic() < deadline, host.journal("unitgen-watch.service")
         time.sleep(0.2)
     assert _records(host) == []  # nothing ran the check, as root or anyone else
+
+
+def test_a_network_check_runs_as_the_services_user_too(make_fleet):
+    """A unix socket in a directory only root may enter: the check of a
+    daemon service fails there as its own probe's would, a root service's
+    passes; unitgen probe, run as root, says so for each."""
+    socket_path = "/run/private/s.sock"
+    listen = f"import os, socket, time; s = socket.socket(socket.AF_UNIX); s.bind({socket_path!r}); " \
+             "s.listen(); time.sleep(1e6)"
+    host = _booted_with(make_fleet, {
+        "listener": {"exec": [sys.executable, "-c", listen], "user": "root"},
+        "as-daemon": {"exec": ["/bin/sleep", "infinity"], "user": "daemon", "deps": [{"unix": socket_path}]},
+        "as-root": {"exec": ["/bin/sleep", "infinity"], "user": "root", "deps": [{"unix": socket_path}]},
+    })
+    host.run(["install", "-d", "-m", "0700", "/run/private"])
+    host.run(["systemctl", "start", "listener.service"])
+    deadline = time.monotonic() + 30
+    while not host.exists(socket_path):
+        assert time.monotonic() < deadline, host.journal("listener.service")
+        time.sleep(0.1)
+    by_root = host.run(["unitgen", "probe", CONF, "as-root", "--json"])
+    assert json.loads(by_root.stdout)["ok"] is True
+    by_daemon = host.run(["unitgen", "probe", CONF, "as-daemon", "--json"], check=False)
+    row = json.loads(by_daemon.stdout)
+    assert by_daemon.returncode == 1 and row["ok"] is False and row["reason"] == "permission denied"

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -130,3 +132,29 @@ def test_a_worker_answer_is_shown_safely():
     ident, result = _parse(line)
     assert ident == 3 and result.latency == 0.0
     assert "pa/ss" not in result.reason and "\n" not in result.reason and len(result.reason) <= 500
+
+
+def test_the_worker_answers_every_request_even_a_malformed_one():
+    from probe_helpers import probe_env
+
+    requests = [b'{"id": 1, "argv": ["tcp", "127.0.0.1:1"], "timeout": 1}',
+                b'{"id": 2, "argv": ["tcp", "no port"]}', b'{"id": 3}', b"garbage",
+                b'{"id": 4, "argv": ["exec", "exit 3"], "timeout": null}']
+    worker = subprocess.Popen([sys.executable, "-m", "unitgen_probe.serve"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, env=probe_env())
+    try:
+        worker.stdin.write(b"\n".join(requests) + b"\n")
+        worker.stdin.flush()
+        lines = [worker.stdout.readline() for _ in requests]  # answers come as checks end
+        worker.stdin.close()  # EOF: the worker exits
+        assert worker.wait(30) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    answers = {a["id"]: a for a in map(json.loads, lines)}
+    assert set(answers) == {1, 2, 3, 4, None}
+    assert answers[1]["reason"] == "connection refused (port closed)"
+    assert answers[2]["reason"].startswith("not checked: tcp no port:")
+    assert answers[3]["reason"] == answers[None]["reason"] == "not checked: malformed request"
+    assert answers[4]["reason"] == "exit status 3" and not any(a["ok"] for a in answers.values())
