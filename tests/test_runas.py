@@ -158,3 +158,33 @@ def test_the_worker_answers_every_request_even_a_malformed_one():
     assert answers[2]["reason"].startswith("not checked: tcp no port:")
     assert answers[3]["reason"] == answers[None]["reason"] == "not checked: malformed request"
     assert answers[4]["reason"] == "exit status 3" and not any(a["ok"] for a in answers.values())
+
+
+@needs_root
+def test_closing_a_checker_ends_the_commands_its_worker_runs(tmp_path):
+    checker = Checker(RunAs(group="adm"))
+    outcome = []
+    pid_file = tmp_path / "pid"
+    thread = threading.Thread(target=lambda: outcome.append(
+        _outcome(checker, Target("exec", f"echo $$ > {pid_file}.tmp; mv {pid_file}.tmp {pid_file}; exec sleep 60",
+                                 timeout=120))))
+    thread.start()
+    while not pid_file.exists():
+        threading.Event().wait(0.02)
+    command = int(pid_file.read_text())
+    checker.close()
+    thread.join(30)
+    assert isinstance(outcome[0], CannotCheck)
+    for _ in range(1500):  # the worker saw EOF and killed the command's process group
+        if not os.path.exists(f"/proc/{command}") or open(f"/proc/{command}/stat").read().split()[2] == "Z":
+            break
+        threading.Event().wait(0.02)
+    else:
+        raise AssertionError("the command outlived its worker")
+
+
+def _outcome(checker, target):
+    try:
+        return checker.check(target)
+    except CannotCheck as why:
+        return why

@@ -50,6 +50,8 @@ SYSTEMD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: How long past a check's own timeout the worker may take to answer before
 #: unitgen gives up on it and starts another (a stopped or wedged worker).
 ANSWER_GRACE = 5.0
+#: How long a worker may take to exit on EOF before it is killed.
+CLOSE_GRACE = 1.0
 #: The longest answer line read from a worker.
 MAX_LINE = 65536
 _TRUE = {"1", "yes", "y", "true", "t", "on"}
@@ -277,11 +279,24 @@ class _Worker:
         self._waiting.clear()
 
     def _kill(self) -> None:
+        """End the worker: EOF first (it kills the commands it runs, each in a
+        session of its own, and exits), then SIGKILL if it has not exited
+        within `CLOSE_GRACE` (stopped, or wedged); reaped on a thread."""
         try:
-            os.killpg(self.proc.pid, 9)  # its session: the worker and the commands it runs
+            self.proc.stdin.close()
         except OSError:
             pass
-        threading.Thread(target=self.proc.wait, daemon=True).start()  # reap it
+        threading.Thread(target=self._reap, daemon=True).start()
+
+    def _reap(self) -> None:
+        try:
+            self.proc.wait(CLOSE_GRACE)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(self.proc.pid, 9)
+            except OSError:
+                pass
+            self.proc.wait()
 
     def close(self) -> None:
         self._fail("closed")
