@@ -37,7 +37,7 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import IO, Dict, Optional, Tuple
 
 import unitgen_probe
 from unitgen_probe import DEFAULT_TIMEOUT, Result, Target, check, format_argv
@@ -211,6 +211,9 @@ class _Worker:
                 extra_groups=list(identity.groups), start_new_session=True)
         except OSError as error:
             raise CannotCheck(f"cannot start a check process as uid {identity.uid}: {error.strerror}") from None
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self._requests: IO[bytes] = self.proc.stdin
+        self._answers: IO[bytes] = self.proc.stdout
         self._lock = threading.Lock()
         self._waiting: Dict[int, list] = {}  # id -> [event, Result or CannotCheck]
         self._next = 0
@@ -231,8 +234,8 @@ class _Worker:
             slot = self._waiting[ident] = [threading.Event(), None]
             line = json.dumps({"id": ident, "argv": argv, "timeout": timeout})
             try:
-                self.proc.stdin.write(line.encode() + b"\n")
-                self.proc.stdin.flush()
+                self._requests.write(line.encode() + b"\n")
+                self._requests.flush()
             except OSError:
                 self._fail_locked("the check process is gone")
         limit = (timeout if timeout is not None else (target.timeout or DEFAULT_TIMEOUT)) + ANSWER_GRACE
@@ -247,7 +250,7 @@ class _Worker:
     def _read(self) -> None:
         why = "the check process exited"
         while True:
-            line = self.proc.stdout.readline(MAX_LINE)
+            line = self._answers.readline(MAX_LINE)
             if not line:
                 break
             if not line.endswith(b"\n"):
@@ -283,7 +286,7 @@ class _Worker:
         session of its own, and exits), then SIGKILL if it has not exited
         within `CLOSE_GRACE` (stopped, or wedged); reaped on a thread."""
         try:
-            self.proc.stdin.close()
+            self._requests.close()
         except OSError:
             pass
         threading.Thread(target=self._reap, daemon=True).start()

@@ -11,7 +11,7 @@ from time import monotonic
 
 #: Process groups of the helpers in flight (exec commands, body matchers):
 #: each leads a group of its own, so that killing it kills what it started.
-children = set()
+children: "set[int]" = set()
 
 
 class Failed(Exception):
