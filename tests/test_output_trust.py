@@ -137,6 +137,8 @@ def test_force_removes_nothing_it_cannot_prove_it_wrote(tmp_path, conf):
     assert refused.returncode == 1 and "nothing was written" in refused.stderr
     done = unitgen("render", conf, "-o", out, "--force")
     assert done.returncode == 0, done.stderr
+    assert sorted(line.split()[1] for line in done.stdout.splitlines() if line.startswith("released ")) == [
+        str(out / "db.service"), str(out / "old.service"), str(out / "web.service")]
     assert (out / "web.service").read_text() == "edited\n" and (out / "db.service").is_symlink()
     assert target.read_text() == "precious\n" and (out / "old.service").is_dir()
     assert set(json.loads((out / MANIFEST).read_text())["files"]) == {"api.service"}

@@ -65,12 +65,13 @@ def digest(text: str) -> str:
 
 # unchanged: same content, ours; adopt: same content, not yet in the manifest;
 # forget: ours, gone from the disk (only the manifest entry goes).
-Action = Literal["create", "update", "remove", "unchanged", "adopt", "forget"]
+Action = Literal["create", "update", "remove", "unchanged", "adopt", "forget", "release"]
 
 
 @dataclass
 class Change:
-    """What happens to one file: create, update, remove, unchanged or adopt."""
+    """What happens to one file: create, update, remove, unchanged, adopt, forget
+    (it is gone already) or release (--force: left in place, no longer unitgen's)."""
 
     name: str
     action: Action
@@ -230,8 +231,8 @@ class OutputDir:
         try:
             old = self._read(name)
         except _NotRegular as exc:
-            if force:  # not a file unitgen wrote: forgotten, never removed
-                result.changes.append(Change(name, "forget"))
+            if force:  # not a file unitgen wrote: released, never removed
+                result.changes.append(Change(name, "release"))
             else:
                 result.conflicts.append(f"{name} left the conf but {exc}; not removed "
                                         "(--force forgets it and leaves it in place)")
@@ -241,7 +242,7 @@ class OutputDir:
         elif digest(old) in _hashes(entry):
             result.changes.append(Change(name, "remove", old, None))
         elif force:  # unitgen cannot prove it wrote this content: forced, it lets the file go, not deletes it
-            result.changes.append(Change(name, "forget"))
+            result.changes.append(Change(name, "release"))
         else:
             result.conflicts.append(f"{name} left the conf but was changed since unitgen wrote it; not removed "
                                     "(--force forgets it and leaves it in place)")
@@ -283,7 +284,7 @@ class OutputDir:
                     if self._still(change.name, change.old):
                         _unlink_quietly(change.name, self.fd)
                         manifest.pop(change.name, None)
-                elif change.action == "forget":
+                elif change.action in ("forget", "release"):
                     manifest.pop(change.name, None)
                 elif change.action in ("create", "update", "adopt", "unchanged"):
                     manifest[change.name] = {"source": plan.source, "sha256": digest(change.new)}

@@ -85,6 +85,8 @@ def _print_plan(plan: Plan, output: str, out: Write, err: Write, taken: Optional
     same = len(plan.named("unchanged", "adopt"))
     if same:
         out(f"{'unchanged':8} {same} unit{'s' if same != 1 else ''}\n")
+    for name in plan.named("release"):  # --force: not provably unitgen's, so neither deleted nor acted on
+        out(f"{'released' if done else 'release':8} {os.path.join(output, name)} (left in place: not unitgen's now)\n")
     for conflict in plan.conflicts:
         err(f"refused  {conflict}\n")
     if not done or not plan.writes:
