@@ -327,9 +327,9 @@ def test_a_service_that_cannot_be_rendered_is_left_out_with_its_dependents(run, 
 
 def test_a_conf_d_file_over_the_size_limit_is_left_out_never_cut_and_parsed(run, monkeypatch):
     """Read up to the limit, a big file's head could parse as a conf of its own."""
-    from unitgen import yamlfile
+    from unitgen import limits
 
-    monkeypatch.setattr(yamlfile, "MAX_FILE_BYTES", 4096)
+    monkeypatch.setattr(limits, "MAX_FILE_BYTES", 4096)  # both readers read it from limits
     run.write("conf.yaml", APP)
     head = "version: 1\nservices:\n  extra: {exec: [/usr/bin/sleep, infinity]}\n"
     big = run.write("conf.d/big.yaml", head + "#" * 5000 + "\n  more: {exec: [/usr/bin/sleep, infinity]}\n")

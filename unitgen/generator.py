@@ -72,6 +72,8 @@ def main(argv: Optional[Sequence[str]] = None, log: Optional[Log] = None) -> int
     args = sys.argv[1:] if argv is None else list(argv)
     log = log or Log()
     try:
+        if len(args) == 2 and args[0] == "--cache":  # run by unitgen-generator-cache.service, never by systemd
+            return 0 if refresh_cache(args[1], log) else 1
         if len(args) not in (1, 3):
             log.error("usage: unitgen-generator NORMAL_DIR [EARLY_DIR LATE_DIR]")
             return 2
@@ -153,11 +155,45 @@ def units(conf_dir: str) -> Outcome:
     reads the conf directory, as the generator does; its SourcePath= is the
     first file). A service that cannot be rendered (a value no unit can
     carry) is left out with its dependents, as a service with a bad value is."""
-    from .render import WATCH_UNIT, WATCH_WANTED_BY, Renderer
+    conf_dir = os.path.abspath(conf_dir)
+    paths = conf_files(conf_dir)
+    sources, file_problems = read_files(paths)
+    if _cached(sources):  # a big conf: its units may be in the cache (gencache.py)
+        from . import gencache
+
+        found = gencache.load(gencache.key(conf_dir, paths, sources, file_problems))
+        if found is not None:
+            return found
+    return _units(conf_dir, paths, sources, file_problems)
+
+
+def _cached(sources: Dict[str, bytes]) -> bool:
+    from .gencache import CACHE_MIN_BYTES
+
+    return sum(len(data) for data in sources.values()) >= CACHE_MIN_BYTES
+
+
+def refresh_cache(conf_dir: str, log: Log) -> bool:
+    """``unitgen-generator --cache CONF_DIR``: compute this host's units as the
+    generator would and keep them in the cache, for the next run of the generator."""
+    from . import gencache
 
     conf_dir = os.path.abspath(conf_dir)
     paths = conf_files(conf_dir)
     sources, file_problems = read_files(paths)
+    key = gencache.key(conf_dir, paths, sources, file_problems)
+    try:
+        gencache.store(key, _units(conf_dir, paths, sources, file_problems))
+    except OSError as exc:
+        log.error(f"cannot write the cache in {gencache.cache_dir()}: {exc.strerror}")
+        return False
+    return True
+
+
+def _units(conf_dir: str, paths: List[str], sources: Dict[str, bytes], file_problems: List[Problem]) -> Outcome:
+    """units(), computed from the files' bytes (no cache)."""
+    from .render import WATCH_UNIT, WATCH_WANTED_BY, Renderer
+
     skipped = [path for path in paths if path not in sources]
     if not sources:
         whole = bool(paths) and os.path.basename(paths[0]) == "conf.yaml" and paths[0] in skipped
@@ -192,6 +228,10 @@ def units(conf_dir: str) -> Outcome:
         watcher = renderer.watcher(outcome.plans, ["--conf-dir", conf_dir], first, first)
         if watcher:
             outcome.units[WATCH_UNIT] = (WATCH_UNIT[:-len(".service")], watcher, _links(WATCH_UNIT, WATCH_WANTED_BY))
+    if _cached(sources):
+        from . import gencache
+
+        outcome.units.update(gencache.units(conf_dir, next(iter(sources))))
     return outcome
 
 
@@ -209,13 +249,13 @@ def _service_path(outcome: Outcome, name: str) -> str:
 def read_files(paths: Sequence[str]) -> Tuple[Dict[str, bytes], List[Problem]]:
     """The bytes of each file, read without ever blocking: only a regular
     file is opened (O_NONBLOCK, so that a FIFO swapped in after the check
-    cannot block either), and at most yamlfile.MAX_FILE_BYTES + 1 of it.
+    cannot block either), and at most limits.MAX_FILE_BYTES + 1 of it.
 
     A conf.d file that cannot be used (not a regular file, unreadable, too
     big, a name that no unit's SourcePath= can carry) costs itself only: it is
     left out with a problem. conf.yaml, which holds what every file shares,
     costs everything: ({}, [problem])."""
-    from . import yamlfile
+    from . import limits
 
     sources: Dict[str, bytes] = {}
     problems: List[Problem] = []
@@ -224,9 +264,9 @@ def read_files(paths: Sequence[str]) -> Tuple[Dict[str, bytes], List[Problem]]:
         data = None
         if why is None:
             try:
-                data = _read_regular(path, yamlfile.MAX_FILE_BYTES + 1)
-                if len(data) > yamlfile.MAX_FILE_BYTES:  # never parse a cut file: its head may parse
-                    why = f"larger than the {yamlfile.MAX_FILE_BYTES} bytes a conf file may have"
+                data = _read_regular(path, limits.MAX_FILE_BYTES + 1)
+                if len(data) > limits.MAX_FILE_BYTES:  # never parse a cut file: its head may parse
+                    why = f"larger than the {limits.MAX_FILE_BYTES} bytes a conf file may have"
             except OSError as exc:
                 why = exc.strerror or str(exc)
             except _NotRegular as exc:
@@ -373,9 +413,14 @@ def _links(unit: str, wanted_by: Sequence[str] = (), required_by: Sequence[str] 
     links += [f"{target}{suffix['RequiredBy']}/{unit}" for target in required_by]
     links += list(aliases)
     for link in links:  # the model holds unit names only; a path here is a bug, not a conf
-        if any(part in ("", ".", "..") for part in link.split("/")) or link.count("/") > 1:
-            raise AssertionError(f"{unit}: a link {link!r} that is not a unit name")
+        check_link(unit, link)
     return list(dict.fromkeys(links))
+
+
+def check_link(unit: str, link: str) -> None:
+    """A link below the output directory: TARGET.wants/UNIT or an alias, never a path out of it."""
+    if any(part in ("", ".", "..") for part in link.split("/")) or link.count("/") > 1:
+        raise AssertionError(f"{unit}: a link {link!r} that is not a unit name")
 
 
 def write_unit(out_dir: str, unit: str, text: str, links: Sequence[str]) -> None:

@@ -29,10 +29,10 @@ from typing import Any, List, Optional
 import yaml
 
 from .errors import ConfigError, Mark, Problem
+from . import limits
 
 _Parser = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present
 
-MAX_FILE_BYTES = 16 * 1024 * 1024
 MAX_DEPTH = 200
 
 
@@ -382,11 +382,11 @@ def load(path: str, text: Optional[bytes] = None) -> Any:
 def _read_bytes(path: str) -> bytes:
     try:
         with open(path, "rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)
+            data = f.read(limits.MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise ConfigError([Problem(f"cannot read the conf: {exc.strerror}", Mark(path, 1, 1))]) from None
-    if len(data) > MAX_FILE_BYTES:
-        raise ConfigError([Problem(f"the file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB", Mark(path, 1, 1))])
+    if len(data) > limits.MAX_FILE_BYTES:
+        raise ConfigError([Problem(f"the file is larger than {limits.MAX_FILE_BYTES // (1024 * 1024)} MiB", Mark(path, 1, 1))])
     return data
 
 

@@ -1,0 +1,295 @@
+"""The generator's cache: this host's units from a conf too big to read at every daemon-reload.
+
+With one fleet conf of 10,000 services on every host, reading it (YAML,
+validation, the whole graph) costs seconds at every boot and every
+``systemctl daemon-reload``, to write a host's ten units; a YAML parse of
+it alone costs several times a Python start-up. So the units, once
+computed, are kept with the key of everything they were computed from.
+
+* **Where**: ``/var/cache/unitgen/generator.json`` (UNITGEN_CACHE_DIR
+  replaces the directory), one entry. The generator only ever *reads* it (a
+  generator writes nothing outside its output directories); when /var is
+  not mounted yet at boot, the file is simply absent and the units are
+  computed as without a cache.
+* **Who writes it**: ``unitgen-generator --cache CONF_DIR``, run by
+  unitgen-generator-cache.service, which the generator adds (with
+  unitgen-generator-cache.path, which starts it whenever a conf file
+  changes) for a conf of CACHE_MIN_BYTES or more. It is started at boot too.
+* **Why a stale cache can never give stale units**: the key is a SHA-256
+  over every input the units are computed from: the conf directory, the
+  path and the bytes of every conf file (or, for one that cannot be used,
+  why), this machine's host name, the probe the units run, and unitgen's own
+  code (the bytes of its modules, templates and probe package, the
+  interpreter's version, and the files of PyYAML and Jinja2). The generator
+  computes the key at every run from the bytes it has just read, and takes
+  the cached units only when the keys are equal; otherwise (and when the
+  file is absent, unreadable, malformed, larger than it may be, or could
+  have been written by anyone but the generator's own user) it computes the
+  units from the conf. tests/test_generator_cache.py changes each input in
+  turn.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
+
+from .errors import Problem
+
+if TYPE_CHECKING:
+    from .generator import Outcome
+
+CACHE_DIR = "/var/cache/unitgen"
+CACHE_FILE = "generator.json"
+CACHE_MIN_BYTES = 256 * 1024  # confs smaller than this are read at every run; no cache units
+SERVICE = "unitgen-generator-cache.service"
+PATH_UNIT = "unitgen-generator-cache.path"
+FORMAT = 1
+_MAX_CACHE_BYTES = 256 * 1024 * 1024
+
+
+def cache_dir() -> str:
+    return os.environ.get("UNITGEN_CACHE_DIR") or CACHE_DIR
+
+
+def key(conf_dir: str, paths: Sequence[str], sources: Dict[str, bytes], file_problems: Sequence[Problem]) -> str:
+    """The SHA-256 of every input of the generator's units (see the module doc)."""
+    import socket
+    import sys
+
+    from . import __version__, paths as unitgen_paths
+    from .errors import UnitgenError
+
+    digest = _sha256()
+
+    def add(item: object) -> None:
+        data = item if isinstance(item, bytes) else repr(item).encode("utf-8", "surrogateescape")
+        digest.update(len(data).to_bytes(8, "big"))
+        digest.update(data)
+
+    add(("unitgen-generator-cache", FORMAT, __version__, sys.version, sys.executable))
+    add(conf_dir)
+    add(list(paths))
+    for path in paths:
+        add(path)
+        add(sources.get(path, b"") if path in sources else ("unusable",))
+    add([str(p) for p in file_problems])
+    add(socket.gethostname())  # what graph.local_host() asks
+    try:
+        add(unitgen_paths.probe_command())
+    except UnitgenError as exc:
+        add(("no probe", str(exc)))
+    for directory in _code_dirs():
+        for name, data in _files(directory, contents=True):
+            add(name)
+            add(data)
+    for package in ("yaml", "jinja2", "markupsafe"):
+        for name, stat in _files(_package_dir(package), contents=False):
+            add((name, stat))
+    return digest.hexdigest()
+
+
+def _sha256():
+    """hashlib's SHA-256 without hashlib, which loads OpenSSL (tens of ms at every boot)."""
+    try:
+        from _sha2 import sha256  # Python >= 3.12
+    except ImportError:
+        try:
+            from _sha256 import sha256  # Python <= 3.11
+        except ImportError:
+            from hashlib import sha256
+    return sha256()
+
+
+def _code_dirs() -> List[str]:
+    from . import paths as unitgen_paths
+
+    dirs = [str(unitgen_paths.PACKAGE_DIR)]
+    try:
+        dirs.append(str(unitgen_paths.templates_dir()))
+    except Exception:  # missing templates: the units fail to render, whatever the cache says
+        dirs.append("no templates")
+    dirs.append(_package_dir("unitgen_probe"))
+    return dirs
+
+
+def _package_dir(name: str) -> str:
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        spec = None
+    return os.path.dirname(spec.origin) if spec and spec.origin else f"no {name}"
+
+
+def _files(directory: str, contents: bool) -> List[tuple]:
+    """(path, bytes) or (path, (size, mtime_ns)) of the files directly in ``directory``."""
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return [(directory, "absent")]
+    found = []
+    for name in names:
+        if name == "__pycache__":
+            continue
+        path = os.path.join(directory, name)
+        try:
+            if contents:
+                if os.path.isfile(path):
+                    with open(path, "rb") as f:
+                        found.append((path, f.read()))
+            else:
+                st = os.stat(path)
+                found.append((path, (st.st_size, st.st_mtime_ns)))
+        except OSError as exc:
+            found.append((path, str(exc)))
+    return found
+
+
+class Said:
+    """A problem or warning as it was logged when the cache was written."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def load(expected: str) -> Optional[Outcome]:
+    """The cached outcome if the cache holds ``expected``; None otherwise
+    (absent, unreadable, malformed, not the generator's user's alone, another key)."""
+    import json
+    import stat
+
+    from .generator import Outcome, check_link
+
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+    try:
+        dir_fd = os.open(cache_dir(), flags | os.O_DIRECTORY)
+    except OSError:
+        return None
+    try:
+        if not _private(os.fstat(dir_fd)):
+            return None
+        fd = os.open(CACHE_FILE, flags, dir_fd=dir_fd)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or not _private(st) or st.st_size > _MAX_CACHE_BYTES:
+                return None
+            with open(fd, "rb", closefd=False) as f:
+                data = json.loads(f.read(_MAX_CACHE_BYTES + 1))
+        finally:
+            os.close(fd)
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(dir_fd)
+    try:
+        if data["format"] != FORMAT or data["key"] != expected:
+            return None
+        units = {}
+        for unit, (service, text, links) in data["units"].items():
+            if not all(isinstance(v, str) for v in (unit, service, text, *links)) or "/" in unit:
+                return None
+            for link in links:
+                check_link(unit, link)
+            units[unit] = (service, text, list(links))
+        left_out = data["left_out"]
+        return Outcome(problems=[Said(_text(p)) for p in data["problems"]],
+                       left_out=None if left_out is None else {_text(n) for n in left_out},
+                       warnings=[Said(_text(w)) for w in data["warnings"]],
+                       files_left_out=[_text(p) for p in data["files_left_out"]], units=units)
+    except (KeyError, TypeError, ValueError, AssertionError, AttributeError):
+        return None
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError("not text")
+    return value
+
+
+def _private(st: os.stat_result) -> bool:
+    """Written by this user only: owned by it, writable by no group or other."""
+    return st.st_uid == os.geteuid() and not st.st_mode & 0o022
+
+
+def store(expected: str, outcome: Outcome) -> str:
+    """Write the outcome under ``expected`` (atomically: a reader sees the old
+    entry or the new one); returns the file's path."""
+    import json
+
+    directory = cache_dir()
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    data = {
+        "format": FORMAT, "key": expected,
+        "units": {unit: [service, text, list(links)] for unit, (service, text, links) in outcome.units.items()},
+        "problems": [str(p) for p in outcome.problems],
+        "left_out": None if outcome.left_out is None else sorted(outcome.left_out),
+        "warnings": [str(w) for w in outcome.warnings],
+        "files_left_out": list(outcome.files_left_out),
+    }
+    path = os.path.join(directory, CACHE_FILE)
+    temp = f"{path}.{os.getpid()}.new"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        with open(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        os.unlink(temp)
+        raise
+    return path
+
+
+def units(conf_dir: str, first_file: str) -> Dict[str, tuple]:
+    """unitgen-generator-cache.service and .path for this conf directory:
+    {unit: (name, text, links)}; none when the generator's own path or the
+    directory cannot be written into a unit."""
+    from . import systemd
+    from .errors import UnitgenError
+    from .generator import _links, program
+
+    try:
+        command = systemd.exec_command([program(), "--cache", conf_dir])
+        source, directory = systemd.value(first_file), systemd.value(conf_dir)
+        env = systemd.environment("UNITGEN_CACHE_DIR", cache_dir()) if os.environ.get("UNITGEN_CACHE_DIR") else None
+        mounts = systemd.value(cache_dir())
+        header = f"# Generated by unitgen-generator from {systemd.comment(first_file)}\n" \
+                 "# The generator's cache (unitgen/gencache.py): never read unless every input is unchanged.\n\n"
+    except (UnitgenError, systemd.Unexpressible):
+        return {}
+    service = header + (
+        "[Unit]\n"
+        "Description=unitgen: keep this host's units computed, so that daemon-reload need not read the whole conf\n"
+        f"SourcePath={source}\n"
+        f"RequiresMountsFor={mounts}\n"
+        "After=local-fs.target\n\n"
+        "[Service]\n"
+        "Type=oneshot\n"
+        + (f"Environment={env}\n" if env else "") +
+        f"ExecStart={command}\n"
+        "Nice=10\n"
+        "IOSchedulingClass=idle\n\n"
+        "[Install]\n"
+        "WantedBy=multi-user.target\n")
+    path_unit = header + (
+        "[Unit]\n"
+        "Description=unitgen: refresh the generator's cache when a conf file changes\n"
+        f"SourcePath={source}\n\n"
+        "[Path]\n"
+        f"PathChanged={directory}/conf.yaml\n"
+        f"PathChanged={directory}/conf.d\n"
+        f"Unit={SERVICE}\n\n"
+        "[Install]\n"
+        "WantedBy=paths.target\n")
+    return {
+        SERVICE: (SERVICE[:-len(".service")], service, _links(SERVICE, ["multi-user.target"])),
+        PATH_UNIT: (PATH_UNIT[:-len(".path")], path_unit, _links(PATH_UNIT, ["paths.target"])),
+    }
