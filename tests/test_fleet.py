@@ -300,7 +300,7 @@ def test_import_a_single_file_with_host(tmp_path):
     data = yaml.safe_load(out.stdout)
     assert data["hosts"] == {"web1": {}}
     assert data["services"]["web_service"]["deps"][0] == {"service": "nginx"}
-    assert data["services"]["nginx"]["x-pname"] == "nginx"
+    assert data["services"]["nginx"]["pname"] == "nginx"  # the same meaning natively: unitgen-launch
     assert data["services"]["nginx"]["script"] == "sudo -u admin /home/admin/cai/bin/nginx-proxy -s restart"
 
 

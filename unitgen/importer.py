@@ -13,7 +13,8 @@ names each service once and lets dependents refer to it. So:
   with ``{host}``) from it: the repeated address and port are said once;
 * any other dependency stays as it was (``tcp:`` / ``http:``);
 * scripts are kept verbatim (the native format lifts ``sudo -u`` the same
-  way), ``pname`` is kept as ``x-pname``.
+  way), and so are ``pname``, ``pid_file`` and ``foreground``, which mean
+  the same there (unitgen-launch).
 The result is loaded back before it is returned: it is always a valid conf.
 """
 
@@ -88,8 +89,9 @@ class _Fleet:
                 service = {"script": raw["script"]}
                 if "pid_file" in raw:
                     service["pid_file"] = raw["pid_file"]
-                if "pname" in raw:
-                    service["x-pname"] = raw["pname"]
+                for key in ("pname", "foreground"):
+                    if key in raw:
+                        service[key] = raw[key]
                 same = self.services.get(name)
                 if same is not None and raw == self.first_definition[name]:
                     same["host"] = _add_host(same["host"], source.host)
