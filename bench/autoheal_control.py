@@ -34,7 +34,7 @@ import random
 import statistics
 import sys
 import time
-from typing import List
+from typing import List, Tuple
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 import bed  # noqa: E402
@@ -127,8 +127,18 @@ def install_unitgen(fleet: bed.Fleet) -> None:
     realdrill.start_all(fleet)
 
 
-def run(name: str, install, cuts: int, seed: int, max_delay: float, timeout: float) -> List[float]:
+def power_cuts(seed: int, cuts: int, max_delay: float) -> List[Tuple[List[str], List[float]]]:
+    """(restore order, gaps before each boot) of every cut: the same for both runs."""
     rng = random.Random(seed)
+    plan = []
+    for _ in range(cuts):
+        order = list(realdrill.HOSTS)
+        rng.shuffle(order)
+        plan.append((order, [0.0] + [rng.uniform(0.0, max_delay) for _ in order[1:]]))
+    return plan
+
+
+def run(name: str, install, cuts: int, seed: int, max_delay: float, timeout: float) -> List[float]:
     times: List[float] = []
     with bed.Fleet(realdrill.HOSTS) as fleet:
         realdrill.prepare(fleet)
@@ -136,11 +146,8 @@ def run(name: str, install, cuts: int, seed: int, max_delay: float, timeout: flo
         started = time.time()
         realdrill.wait_healthy(fleet, timeout)
         print(f"{name}: first start healthy after {time.time() - started:.1f} s", flush=True)
-        for cut in range(cuts):
+        for cut, (order, gaps) in enumerate(power_cuts(seed, cuts, max_delay)):
             fleet.power_cut_all()
-            order = list(realdrill.HOSTS)
-            rng.shuffle(order)
-            gaps = [0.0] + [rng.uniform(0.0, max_delay) for _ in order[1:]]
             restored = time.time()
             fleet.boot_all(order, gaps, wait=False)
             try:
@@ -152,8 +159,9 @@ def run(name: str, install, cuts: int, seed: int, max_delay: float, timeout: flo
                 continue
             times.append(healthy - restored)
             problems = realdrill.judge(fleet, restored) if name == "unitgen" else []
-            print(f"{name}: cut {cut + 1}, restored {order} gaps {[round(g, 2) for g in gaps]}: "
-                  f"healthy after {times[-1]:.1f} s{'; ' + '; '.join(problems) if problems else ''}", flush=True)
+            print(f"{name}: cut {cut + 1}, restored {order} gaps {[round(g, 2) for g in gaps]} "
+                  f"(floor: last host powered on at {sum(gaps):.2f} s): healthy after {times[-1]:.1f} s"
+                  f"{'; ' + '; '.join(problems) if problems else ''}", flush=True)
     return times
 
 
@@ -177,14 +185,19 @@ def main() -> int:
         print(f"cannot run: {reason}", file=sys.stderr)
         return 1
     seed = args.seed if args.seed is not None else random.randrange(1 << 32)
-    print(f"seed {seed}; {args.cuts} power cuts of 3 hosts; cron model period {args.period:g} s", flush=True)
+    print(f"seed {seed}; {args.cuts} power cuts of 3 hosts; cron model period {args.period:g} s; "
+          f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    # the floor: no service can be back before its host is powered on
+    floors = [sum(gaps) for _, gaps in power_cuts(seed, args.cuts, args.max_delay)]
     timeout = max(120.0, 6 * args.period)
     ours = run("unitgen", install_unitgen, args.cuts, seed, args.max_delay, timeout)
     control = run("autoheal-cron", lambda fleet: install_control(fleet, args.period), args.cuts, seed,
                   args.max_delay, timeout)
     print(f"\nrecovery (power back -> request through nginx, app, PostgreSQL and Redis answers 200):")
+    print(f"  floor (last host powered on): {summary(floors)}")
     print(f"  unitgen:             {summary(ours)}")
     print(f"  Autoheal under cron: {summary(control)} (period {args.period:g} s)")
+    print("  per cut, unitgen / floor: " + ", ".join(f"{a / f:.1f}x" for a, f in zip(ours, floors)))
     done = [(a, b) for a, b in zip(ours, control) if a != float("inf") and b != float("inf")]
     if done:
         print(f"  per cut, cron / unitgen: {', '.join(f'{b / a:.1f}x' for a, b in done)}")
