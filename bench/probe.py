@@ -2,10 +2,16 @@
 
     python3 bench/probe.py [--runs N] [--trials N] [--probes N] [--window S]
 
-1. Cold start: the installed ``unitgen-probe tcp 127.0.0.1:PORT --once``
-   against an open port, whole process, against a bare ``python -c pass``
-   of the same interpreter; runs alternate; medians of wall time and of
-   peak RSS (os.wait4's ru_maxrss).
+1. Cold start, in exactly the form unitgen renders into units
+   (``PYTHON -IS .../unitgen_probe/start.py``, unitgen/paths.py), against
+   ``python -c pass`` of the same interpreter, and beside it pip's
+   console-script wrapper and the peers: Debian's ``wait-for-it``, a bash
+   ``/dev/tcp`` loop, npm's ``wait-on`` (where installed: ``npm install
+   --prefix ~/.cache/unitgen-bench/npm wait-on``, never into the repo).
+   Each waits for an open loopback port (the probe and wait-on also for a
+   plain-http URL); runs interleaved; min / median / max of wall time, and
+   peak memory of the process itself (ru_maxrss from GNU time, a small C
+   forker, in separate runs); the ranking is printed on every run.
 2. Notice latency: a probe waits for a refused port; at a random moment
    the port starts listening; the time from listen() until the probe has
    exited 0. p50/p95 over the trials.
@@ -20,6 +26,7 @@ Prints figures only; no thresholds are checked here.
 import argparse
 import os
 import random
+import shutil
 import signal
 import socket
 import statistics
@@ -36,20 +43,32 @@ PACKAGE = ROOT / "probes" / "unitgen_probe"
 
 
 def probe_command():
-    """(command, shown, interpreter): the installed console script when it
-    runs this interpreter (the bare runs then use the very interpreter its
-    #! line names), else ``python -m unitgen_probe``."""
+    """(command, shown, interpreter): what unitgen renders into units
+    (paths.probe_argv), its interpreter being the floor's; else
+    ``python -m unitgen_probe`` when unitgen is not installed."""
+    try:
+        from unitgen import paths
+
+        argv = paths.probe_argv(paths.probe_command())
+    except Exception as exc:  # noqa: BLE001 - not installed: say so and go on
+        return ([sys.executable, "-m", "unitgen_probe"], f"{sys.executable} -m unitgen_probe ({exc})",
+                sys.executable)
+    interpreter = argv[0] if len(argv) > 1 else Path(argv[0]).read_text().splitlines()[0][2:].strip()
+    return argv, " ".join(argv), interpreter
+
+
+def wrapper_script():
     script = Path(sysconfig.get_path("scripts")) / "unitgen-probe"
-    if script.exists():
-        interpreter = script.read_text().splitlines()[0][2:].strip()
-        if os.path.realpath(interpreter) == os.path.realpath(sys.executable):
-            return [str(script)], str(script), interpreter
-    return ([sys.executable, "-m", "unitgen_probe"], f"{sys.executable} -m unitgen_probe (not installed)",
-            sys.executable)
+    return str(script) if script.exists() else None
 
 
-def listener():
-    """A loopback port that accepts and closes connections, on a thread."""
+WAIT_ON = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "unitgen-bench/npm/node_modules/.bin/wait-on"
+GNU_TIME = "/usr/bin/time"
+
+
+def listener(answer=b""):
+    """A loopback port that accepts connections on a thread, sends each
+    *answer* (after reading its request) and closes it."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(1024)
@@ -57,41 +76,82 @@ def listener():
     def serve():
         while True:
             try:
-                sock.accept()[0].close()
+                conn = sock.accept()[0]
             except OSError:
                 return
+            try:
+                if answer:
+                    conn.settimeout(2)
+                    conn.recv(65536)
+                    conn.sendall(answer)
+            except OSError:
+                pass
+            finally:
+                conn.close()
     threading.Thread(target=serve, daemon=True).start()
     return sock
 
 
+HTTP_200 = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+
+
 def run(command):
-    """Wall seconds and peak RSS (KiB) of one run of *command*."""
+    """Wall seconds of one run of *command*."""
     start = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     took = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise SystemExit(f"{command} exited {proc.returncode}")
-    return took, usage.ru_maxrss
+    if done.returncode:
+        raise SystemExit(f"{command} exited {done.returncode}")
+    return took
+
+
+def peak_kib(command):
+    """Peak RSS (KiB) of *command* itself: its ru_maxrss as GNU time (a small
+    C forker) reads it from wait4(), so nothing of this harness is inherited."""
+    done = subprocess.run([GNU_TIME, "-f", "%M", *command], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True)
+    if done.returncode:
+        raise SystemExit(f"{command} exited {done.returncode}")
+    return int(done.stderr.split()[-1])
+
+
+def cold_commands(probe, interpreter, port, http_port):
+    """{label: argv} of every command measured, the floor first."""
+    address, url = f"127.0.0.1:{port}", f"http://127.0.0.1:{http_port}/"
+    commands = {
+        f"python -c pass ({os.path.basename(interpreter)}), the floor": [interpreter, "-c", "pass"],
+        "unitgen-probe as rendered, tcp": probe + ["--once", "tcp", address],
+        "unitgen-probe as rendered, http": probe + ["--once", "http", url],
+    }
+    wrapper = wrapper_script()
+    if wrapper and probe != [wrapper]:
+        commands["unitgen-probe, pip's wrapper, tcp"] = [wrapper, "--once", "tcp", address]
+    if shutil.which("wait-for-it"):
+        commands["Debian wait-for-it, tcp"] = ["wait-for-it", "-q", "-t", "5", address]
+    commands["bash /dev/tcp loop, tcp"] = ["bash", "-c", f"until (exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null; "
+                                                         "do sleep 0.2; done"]
+    if WAIT_ON.exists() and shutil.which("node"):
+        commands["npm wait-on, tcp"] = [str(WAIT_ON), "-t", "5000", f"tcp:{address}"]
+        commands["npm wait-on, http"] = [str(WAIT_ON), "-t", "5000", f"http-get://127.0.0.1:{http_port}/"]
+    return commands
 
 
 def cold_start(runs, probe, interpreter):
-    server = listener()
+    """{label: (wall seconds, peak KiB)} lists of interleaved runs."""
+    server, http = listener(), listener(HTTP_200)
     try:
-        port = server.getsockname()[1]
-        bare = [interpreter, "-c", "pass"]
-        probed = probe + ["tcp", f"127.0.0.1:{port}", "--once"]
-        for command in (bare, probed):  # warm the page cache
+        commands = cold_commands(probe, interpreter, server.getsockname()[1], http.getsockname()[1])
+        for command in commands.values():  # warm the page cache
             run(command)
-        samples = {"bare": [], "probe": []}
+        samples = {name: ([], []) for name in commands}
         for _ in range(runs):
-            for name, command in (("bare", bare), ("probe", probed)):
-                samples[name].append(run(command))
+            for name, command in commands.items():
+                samples[name][0].append(run(command))
+                samples[name][1].append(peak_kib(command))
     finally:
         server.close()
-    return {name: (statistics.median(t for t, _ in runs_), statistics.median(r for _, r in runs_))
-            for name, runs_ in samples.items()}
+        http.close()
+    return samples
 
 
 def extra_modules():
@@ -187,15 +247,17 @@ SLEEPER = ("import signal, sys, time\n"
 
 
 def report_cold_start(runs, probe, interpreter):
-    cold = cold_start(runs, probe, interpreter)
-    (bare_t, bare_rss), (probe_t, probe_rss) = cold["bare"], cold["probe"]
-    print(f"\n1. cold start, median of {runs} alternating runs")
-    print(f"   {'python -c pass (' + os.path.basename(interpreter) + ')':<38} {bare_t * 1000:7.1f} ms   "
-          f"peak RSS {bare_rss / 1024:6.1f} MiB")
-    print(f"   {'unitgen-probe tcp 127.0.0.1:P --once':<38} {probe_t * 1000:7.1f} ms   "
-          f"peak RSS {probe_rss / 1024:6.1f} MiB")
-    print(f"   {'ratio (targets: 1.15, 1.2)':<38} {probe_t / bare_t:7.3f}      "
-          f"         {probe_rss / bare_rss:6.3f}")
+    samples = cold_start(runs, probe, interpreter)
+    floor_name = next(iter(samples))
+    floor = statistics.median(samples[floor_name][0])
+    print(f"\n1. cold start, {runs} interleaved runs of each; ranked by median; ratio to the floor's median")
+    print(f"   {'':40} {'ms min / median / max':>24} {'ratio':>7} {'peak MiB median':>16}")
+    ranked = sorted(samples.items(), key=lambda item: statistics.median(item[1][0]))
+    for name, (times, peaks) in ranked:
+        spread = " / ".join(f"{v * 1e3:.1f}" for v in (min(times), statistics.median(times), max(times)))
+        print(f"   {name:<40} {spread:>24} {statistics.median(times) / floor:6.2f}x "
+              f"{statistics.median(peaks) / 1024:16.1f}")
+    print("   targets: as rendered <= 1.2x the floor for tcp, <= 1.5x for plain http, ahead of wait-for-it")
     print(f"   modules beyond a bare interpreter: {' '.join(extra_modules()) or '(none)'}")
 
 

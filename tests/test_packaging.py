@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import sysconfig
@@ -54,7 +55,9 @@ def test_installed_wheel_renders_with_its_own_templates(wheel, tmp_path):
     assert where.startswith(str(env_dir)), where
     done = subprocess.run([str(env_dir / "bin" / "unitgen"), "render", str(ROOT / "examples/autoheal.yaml")],
                           cwd=workdir, capture_output=True, text=True, check=True)
-    assert f"ExecStartPre={env_dir}/bin/unitgen-probe " in done.stdout
+    # the install's own probe, started lean by the interpreter of its #! line (unitgen/paths.py)
+    assert re.search(rf"\nExecStartPre={re.escape(str(env_dir))}/bin/python[0-9.]* -IS "
+                     rf"{re.escape(site)}/unitgen_probe/start\.py ", done.stdout), done.stdout
     assert f"ExecStart=+{env_dir}/bin/unitgen-launch " in done.stdout
     assert (env_dir / "bin" / "unitgen-launch").is_file()
 
@@ -89,7 +92,9 @@ def test_the_production_install_runs_its_probe_as_any_service_user(wheel, make_f
 
     host.run(["/usr/local/bin/unitgen", "apply", "/etc/unitgen/conf.yaml"], timeout=90)
     unit = host.read_file("/etc/systemd/system/app.service")
-    assert "\nExecStartPre=/opt/unitgen/bin/unitgen-probe " in unit and "\nUser=nobody\n" in unit
+    assert re.search(rf"\nExecStartPre=/opt/unitgen/bin/python[0-9.]* -IS {re.escape(site)}/unitgen_probe/start\.py ",
+                     unit) and "\nUser=nobody\n" in unit, unit
     host.wait_active("app.service")
     pre = host.systemctl("show", "-P", "ExecStartPre", "app.service")  # the probe ran, as nobody, and passed
-    assert pre.startswith("{ path=/opt/unitgen/bin/unitgen-probe ;") and "; code=exited ; status=0 }" in pre
+    assert pre.startswith("{ path=/opt/unitgen/bin/python") and f"{site}/unitgen_probe/start.py" in pre \
+        and "; code=exited ; status=0 }" in pre, pre

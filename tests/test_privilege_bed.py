@@ -72,7 +72,8 @@ def test_an_exec_check_runs_as_the_services_user_in_the_probe_the_watcher_and_un
 
     host.run(["systemctl", "start", "web.service"])  # its probe ran the check, or it would not be active
     probe = _wait_for_record(host, "the unit's probe",
-                             lambda chain: "unitgen-probe" in chain and "serve" not in chain)
+                             lambda chain: ("unitgen-probe" in chain or "unitgen_probe/start.py" in chain)
+                             and "serve" not in chain)
     host.run(["systemctl", "start", "unitgen-watch.service"])
     watcher = _wait_for_record(host, "the watcher", lambda chain: "unitgen_probe.serve" in chain and " watch " in chain)
     done = host.run(["unitgen", "probe", CONF, "web"])  # as root

@@ -76,7 +76,7 @@ def key(conf_dir: str, paths: Sequence[str], sources: Dict[str, bytes], file_pro
     add([str(p) for p in file_problems])
     add(socket.gethostname())  # what graph.local_host() asks
     try:
-        add(unitgen_paths.probe_command())
+        add(unitgen_paths.probe_argv(unitgen_paths.probe_command()))
     except UnitgenError as exc:
         add(("no probe", str(exc)))
     for directory in _code_dirs():

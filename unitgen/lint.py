@@ -23,6 +23,7 @@ import re
 import stat
 from typing import Iterable, List, Optional, Tuple
 
+from . import paths
 from .errors import Problem, UnitgenError
 from .graph import UnitPlan, needed, peer_edge, placements
 from .model import CheckDependency, Conf, GroupDependency, Service, ServiceDependency, need_count
@@ -166,9 +167,11 @@ def probe_blocked(service: Service, probe: str) -> Optional[str]:
     if account.pw_uid == 0:
         return None
     ids = (account.pw_uid, set(os.getgrouplist(account.pw_name, account.pw_gid)))
-    for path in [probe, *_interpreter(probe)]:
+    argv = paths.probe_argv(probe)  # [probe], or [PYTHON, -IS, start.py], which PYTHON reads
+    read = argv[2:]
+    for path in [probe, *_interpreter(probe), *argv[:1], *read]:
         for candidate in _link_chain(path):
-            blocked = _blocked_at(candidate, ids)
+            blocked = _blocked_at(candidate, ids, read=path in read)
             if blocked:
                 return f"runs as {user}, who cannot reach {candidate} ({blocked})"
     return None
@@ -213,10 +216,10 @@ def _interpreter(script: str) -> List[str]:
     return words[:1]
 
 
-def _blocked_at(path: str, ids: Tuple[int, set]) -> Optional[str]:
-    """Where ``path`` stops a user (uid, gids) from executing it, or None: every
-    directory on the way must let the user through, and the file must be
-    executable by them."""
+def _blocked_at(path: str, ids: Tuple[int, set], read: bool = False) -> Optional[str]:
+    """Where ``path`` stops a user (uid, gids) from executing it (``read``:
+    reading it), or None: every directory on the way must let the user
+    through, and the file must be executable (readable) by them."""
     parts = os.path.abspath(path).split("/")[1:]
     for depth in range(len(parts) + 1):
         current = "/" + "/".join(parts[:depth])
@@ -224,15 +227,17 @@ def _blocked_at(path: str, ids: Tuple[int, set]) -> Optional[str]:
             info = os.stat(current)
         except OSError as exc:
             return f"{current}: {exc.strerror}"
-        if not _executable_by(info, ids):
+        last = depth == len(parts) and read
+        if not _allowed(info, ids, 4 if last else 1):
             return f"{current} is mode {stat.S_IMODE(info.st_mode):o}"
     return None
 
 
-def _executable_by(info: os.stat_result, ids: Tuple[int, set]) -> bool:
+def _allowed(info: os.stat_result, ids: Tuple[int, set], bit: int) -> bool:
+    """Whether the user may do ``bit`` (4 read, 1 execute/search) on the file, as the kernel decides."""
     uid, gids = ids
     if info.st_uid == uid:
-        return bool(info.st_mode & stat.S_IXUSR)
+        return bool(info.st_mode & (bit << 6))
     if info.st_gid in gids:
-        return bool(info.st_mode & stat.S_IXGRP)
-    return bool(info.st_mode & stat.S_IXOTH)
+        return bool(info.st_mode & (bit << 3))
+    return bool(info.st_mode & bit)

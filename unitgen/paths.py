@@ -42,6 +42,46 @@ def probe_command(override: "str | None" = None) -> str:
     return installed_script(PROBE_SCRIPT)
 
 
+PROBE_START = "start.py"  # in unitgen_probe: what units run, with the install's interpreter
+
+
+def probe_argv(probe: str) -> "list[str]":
+    """The command units run for ``probe`` (what probe_command() gave).
+
+    This install's own unitgen-probe is run as ``PYTHON -IS .../unitgen_probe/start.py``,
+    PYTHON being the interpreter its #! line names (a venv's, the system's,
+    pipx's): the same code, started without site and without the wrapper's
+    imports (probes/unitgen_probe/start.py). Any other probe (``--probe PATH``,
+    UNITGEN_PROBE, a wrapper whose #! line is not a plain absolute path) is run
+    as it is."""
+    try:
+        own = installed_script(PROBE_SCRIPT)
+    except UnitgenError:
+        return [probe]
+    lean = _lean_probe(own) if probe == own else None
+    return lean or [probe]
+
+
+@lru_cache(maxsize=None)
+def _lean_probe(script: str) -> "list[str] | None":
+    import unitgen_probe
+
+    start = os.path.join(os.path.dirname(os.path.abspath(unitgen_probe.__file__)), PROBE_START)
+    try:
+        with open(script, "rb") as f:
+            first = f.readline(4096)
+    except OSError:
+        return None
+    if not first.startswith(b"#!/") or not first.endswith(b"\n"):
+        return None
+    interpreter = first[2:-1].decode("utf-8", "replace")
+    name = os.path.basename(interpreter)  # a Python, not pip's /bin/sh trampoline for a long path
+    if any(c.isspace() for c in interpreter) or name.rstrip("0123456789.") != "python" \
+            or not os.access(interpreter, os.X_OK) or not os.path.isfile(start):
+        return None
+    return [interpreter, "-IS", start]
+
+
 @lru_cache(maxsize=None)
 def installed_script(name: str) -> str:
     """The absolute path of one of unitgen's console scripts: next to this

@@ -73,6 +73,7 @@ class Renderer:
         units; directives it does not know are left out (as comments). None
         (unknown) renders every directive."""
         self.probe = paths.probe_command(probe)
+        self.probe_argv = paths.probe_argv(self.probe)  # what ExecStartPre= runs
         # unitgen-launch is installed beside unitgen-probe: one package, one scripts directory
         self.launcher = os.path.join(os.path.dirname(self.probe), LAUNCH_SCRIPT)
         self.systemd_version = systemd_version
@@ -111,7 +112,7 @@ class Renderer:
         s = plan.service
         probe: List[str] = []
         if plan.targets or plan.groups:
-            probe = [self.probe, *format_argv(plan.targets, deadline=s.probe.deadline, timeout=s.probe.timeout,
+            probe = [*self.probe_argv, *format_argv(plan.targets, deadline=s.probe.deadline, timeout=s.probe.timeout,
                                               any_=s.probe.any, groups=plan.groups)]
         raw, left_out = _version_gate(s.raw, self.systemd_version)
         try:
