@@ -219,3 +219,23 @@ def test_a_template_cannot_print_an_unescaped_value():
 def test_sudo_becomes_user_only_when_that_keeps_the_meaning(script, user, command, kept):
     got_user, got_command, why_kept = config.split_sudo(script)
     assert (got_user, got_command, bool(why_kept)) == (user, command, kept)
+
+
+def test_a_dependency_on_a_service_of_the_same_host_orders_the_units(tmp_path):
+    """By loopback in an Autoheal file; by the host's address in a native one,
+    which knows its hosts. Another host's address, or a port no service of
+    the conf serves, stays a probe check only."""
+    autoheal = tmp_path / "autoheal.yaml"
+    autoheal.write_text("app:\n  pname: app\n  script: /opt/app &\n"
+                        "web:\n  pname: nginx\n  script: nginx\n"
+                        "  dep: [{name: app, host: 127.0.0.1, port: 8080}, {name: db, host: 10.0.0.9, port: 5432}]\n")
+    web = render_file(autoheal)["web.service"].splitlines()
+    assert [line for line in web if line.startswith(("Wants=", "After="))] == [
+        "Wants=network-online.target", "After=network-online.target", "Wants=app.service", "After=app.service"]
+    native = tmp_path / "native.yaml"
+    native.write_text("version: 1\nhosts: {a: {address: 10.0.0.1}, b: {address: 10.0.0.2}}\nservices:\n"
+                      "  app: {host: [a, b], exec: [/opt/app], listen: 8080}\n"
+                      "  web: {host: a, exec: [/usr/sbin/nginx], deps: [{tcp: '10.0.0.1:8080'}, {tcp: '10.0.0.2:8080'}]}\n")
+    web = render_file(native, "a")["web.service"].splitlines()
+    assert "After=app.service" in web and web.count("After=app.service") == 1
+    assert "ExecStartPre=" + PROBE + " --deadline=60 --timeout=2 tcp 10.0.0.1:8080 tcp 10.0.0.2:8080" in web

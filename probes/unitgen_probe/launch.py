@@ -293,7 +293,7 @@ def _start_time(pid: int) -> float:
 
 
 def _descendants(root: int):
-    children = {}
+    children: "dict[int, list[int]]" = {}
     for pid in _pids():
         stat = _stat(pid)
         if stat:
