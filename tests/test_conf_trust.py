@@ -405,3 +405,18 @@ def test_check_warns_about_credentials_wherever_they_land_in_a_unit(tmp_path, wh
     warnings = check_warnings(tmp_path, native("{" + exec_ + "user: a, " + where + "}"))
     assert any("credentials" in w for w in warnings), warnings
     assert not any("pw" in w or "p/w" in w for w in warnings), warnings
+
+
+@pytest.mark.parametrize("name", ["é" * 31, "a b" * 60, "/" * 62])
+def test_a_name_whose_escaped_unit_name_is_too_long_is_refused_at_its_place(tmp_path, name):
+    text = f'version: 1\nservices:\n  "{name}": {{exec: [/bin/true], user: a}}\n'
+    refused_at(tmp_path, text, 3, 3, "255")
+
+
+def test_the_longest_escaped_unit_name_is_written(tmp_path):
+    name = "é" * 30 + "a" * 7  # 30 * 8 + 7 + len(".service") == 255
+    conf, result = run(tmp_path, f'version: 1\nservices:\n  "{name}": {{exec: [/bin/true], user: a}}\n',
+                       "-o", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    written = [p.name for p in (tmp_path / "out").glob("*.service")]
+    assert [len(n) for n in written] == [255]
