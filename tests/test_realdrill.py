@@ -46,7 +46,9 @@ def settled(fleet, since, what):
     """Healthy end to end, every unit active, none looping, none started before its dependencies."""
     healthy = realdrill.wait_settled(fleet)
     restarts = {name: int(s["NRestarts"]) for name, s in realdrill.unit_states(fleet).items()}
-    print(f"{what}: healthy {healthy - since:.2f} s after; NRestarts {restarts}")
+    waits = [e["waited"] for e in realdrill.app_events(fleet, since) if e["event"] == "start" and e["waited"] > 0.05]
+    print(f"{what}: healthy {healthy - since:.2f} s after; NRestarts {restarts}"
+          + (f"; the app waited for PostgreSQL 'starting up' {waits} s" if waits else ""))
     assert realdrill.not_active(fleet) == {}, realdrill.diagnosis(fleet)
     assert realdrill.looping(fleet, MOST_RESTARTS) == []
     assert realdrill.judge(fleet, since) == []

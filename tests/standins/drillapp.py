@@ -5,7 +5,10 @@
 Standard library only (it runs with Debian's /usr/bin/python3 in the hosts).
 It breaks **for good** when the database is missing at its start, as many real
 apps do (a connection pool made once, at start): it then answers 503 on every
-request until someone restarts it. Otherwise GET /health asks PostgreSQL
+request until someone restarts it. A server that answers "starting up" (SQLSTATE
+57P03: PostgreSQL listens during crash recovery, before it is ready, so no TCP
+check can tell) is there: the app waits up to 5 s for it, as drivers' connect
+retries do, and logs how long (``waited``). Otherwise GET /health asks PostgreSQL
 (``select 1``) and Redis (``PING``) each time, and answers 200 if both answer.
 
 Each start logs one JSON line to --log: ``{"event": "start", "time", "uptime", "pid",
@@ -25,6 +28,13 @@ import socket
 import struct
 import sys
 import time
+
+
+# SQLSTATE 57P03: the server is there but still starting (crash recovery): it
+# listens before it is ready, so a TCP check cannot tell.
+CANNOT_CONNECT_NOW = b"57P03"
+STARTING = "starting up"
+START_PATIENCE = 5.0
 
 
 def _address(text):
@@ -50,6 +60,9 @@ def pg_select_one(address, tag, timeout=2.0):
                 length = struct.unpack("!I", reader.read(4))[0]
                 payload = reader.read(length - 4)
                 if kind == b"E":
+                    fields = {f[:1]: f[1:] for f in payload.split(b"\0") if f}
+                    if fields.get(b"C") == CANNOT_CONNECT_NOW:
+                        return STARTING
                     return "error: " + payload.decode("utf-8", "replace").replace("\0", " ").strip()
                 if kind == b"R" and struct.unpack("!I", payload[:4])[0] != 0:
                     return "authentication required"
@@ -91,9 +104,14 @@ def main():
     parser.add_argument("--daemon", action="store_true")
     options = parser.parse_args()
     tag = f"drillapp-{os.getpid()}-{int(time.time() * 1000)}"
-    db, cache = pg_select_one(options.db, tag), redis_ping(options.redis)
+    began = time.monotonic()
+    db = pg_select_one(options.db, tag)
+    while db == STARTING and time.monotonic() - began < START_PATIENCE:
+        time.sleep(0.1)
+        db = pg_select_one(options.db, tag)
+    cache = redis_ping(options.redis)
     broken = db != "ok"
-    log(options.log, event="start", tag=tag, db=db, redis=cache)
+    log(options.log, event="start", tag=tag, db=db, redis=cache, waited=round(time.monotonic() - began, 3))
     if options.daemon and os.fork():
         os._exit(0)
     # logged before the port opens: nothing can have connected to it earlier
