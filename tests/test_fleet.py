@@ -243,7 +243,7 @@ def test_plan_accounts_for_the_probe_deadline(tmp_path):
 def test_plan_text():
     result = run("plan", ROOT / "examples/conf.yaml")
     assert "critical path: postgres@db1 → api@app1 → worker@app1" in result.stdout
-    assert "estimated recovery: 10.7 s after the last host is up (worst case)" in result.stdout
+    assert "estimated recovery: 10.4 s after the last host is up (worst case)" in result.stdout  # gaps of <= MAX_GAP
     assert "* no start_time: assumed 1 s (4 services)" in result.stdout
 
 

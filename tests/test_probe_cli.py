@@ -80,13 +80,13 @@ def test_http_503_then_200():
     assert "ready after" in done.stderr and len(server.requests) == 3
 
 
-def test_at_most_four_attempts_a_second():
+def test_at_most_ten_attempts_a_second():
     with HttpServer(answer(503)) as server:
         start = os.times().elapsed
         run_probe("--deadline", "3", "http", server.url)
         elapsed = os.times().elapsed - start
     # an upper bound only: a loaded machine makes fewer attempts, never more
-    assert 2 <= len(server.requests) <= 4 * elapsed + 1
+    assert 2 <= len(server.requests) <= 10 * elapsed + 1
 
 
 def test_a_target_that_passed_is_not_checked_again():

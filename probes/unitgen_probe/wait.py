@@ -14,10 +14,15 @@ Timing (monotonic clock throughout):
 - the first attempt of every target starts at once;
 - after a failed attempt ends, the next one starts after a random gap
   between `MIN_GAP` and a bound that grows by `GROWTH` per failure up to
-  `MAX_GAP`: at most 4 attempts per second per target, a dependency that
-  starts answering is noticed within about 0.35 s, and probes started
+  `MAX_GAP`: at most 10 attempts per second per target, a dependency that
+  starts answering is noticed within about 0.2 s, and probes started
   together (a thousand units after a power restore) drift apart at once;
   attempts that fail slowly (timeouts) are spaced by their own duration;
+- while a tcp target at an IP address keeps refusing, each retry is a bare
+  connect() and nothing else (no Result, no reason, no event): the first
+  answer that is not a refusal (accepted, no answer in time, anything else)
+  is followed at once by a full attempt, which says what it is. Waiting
+  then costs one socket per attempt;
 - a target that passed is not checked again;
 - with a deadline, no attempt outlives it: each attempt's timeout is cut
   to the time left, and no retry starts in the last `MIN_GAP` seconds.
@@ -25,14 +30,16 @@ Timing (monotonic clock throughout):
 
 import _signal  # signal's C core: signal.py's enums cost 0.5 ms at start-up
 import _thread  # threading's C core, documented: threading costs 1 ms at start-up
+import _socket
+import errno  # net.py, which every tcp target loads, imports it too
 import os
 import select
 import time
 
 from .checks import Result, cannot_try, check, check_of
 
-MIN_GAP = 0.25
-MAX_GAP = 0.35
+MIN_GAP = 0.10
+MAX_GAP = 0.20
 GROWTH = 1.25
 #: How long after the deadline the loop waits for attempts still in flight
 #: (their timeouts end at the deadline), so that the final message gives
@@ -163,8 +170,35 @@ class Waiter:
                     pass  # not even that: the next attempt will say it
             try:
                 time.sleep(_gap(probe.attempts))
+                self._while_refused(probe)
             except Exception:
                 time.sleep(MAX_GAP)
+
+    def _while_refused(self, probe):
+        """The lean retry path (see the module doc): bare connects, a gap
+        apart, while *probe*'s tcp target keeps refusing; returns when the
+        next attempt must be a full one."""
+        address = _refusing(probe, self._inv.verbose)
+        if address is None:
+            return
+        family, sockaddr = address
+        while True:
+            timeout = probe.timeout
+            if self._deadline is not None:
+                left = self._deadline - time.monotonic()
+                if left < MIN_GAP:
+                    return  # the full attempt decides what happens at the end
+                timeout = min(timeout, left)
+            sock = _socket.socket(family, _socket.SOCK_STREAM)
+            try:
+                sock.settimeout(timeout)
+                error = sock.connect_ex(sockaddr)
+            finally:
+                sock.close()
+            if error != errno.ECONNREFUSED:
+                return
+            probe.attempts += 1  # the same count, and so the same gaps, as full attempts
+            time.sleep(_gap(probe.attempts))
 
     def _attempt(self, probe):
         """One attempt; whether the thread is done (passed, --once, or no time left)."""
@@ -240,6 +274,23 @@ def standing(probes):
             groups[id(probe.group)] = [probe]
             items.append((probe.group, None, groups[id(probe.group)]))
     return [(g, met if g is None else sum(p.passed for p in ps) >= g.need, ps) for g, met, ps in items]
+
+
+def _refusing(probe, verbose):
+    """(family, sockaddr) for a bare connect when *probe*'s last attempt was
+    refused by the one address of a tcp target given as an IP address; else
+    None (names are resolved anew at every attempt; verbose reports every
+    attempt)."""
+    result = probe.result
+    if verbose or result is None or result.ok or probe.target.kind != "tcp":
+        return None
+    from .net import _numeric, reason
+
+    host, port = probe.target.address
+    addresses = _numeric(host, port)
+    if not addresses or len(addresses) != 1 or result.reason != reason(errno.ECONNREFUSED):
+        return None
+    return addresses[0][0], addresses[0][4]
 
 
 def _gap(failures):
