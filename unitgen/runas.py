@@ -197,10 +197,12 @@ class _Worker:
     """One ``unitgen_probe.serve`` process as an `Identity`, and its answers."""
 
     def __init__(self, identity: Identity):
-        # -I: no PYTHON* variables, no user site, not the working directory
-        # on sys.path; the probe's code from where unitgen itself found it.
+        # As units run the probe (unitgen_probe/start.py): -I (no PYTHON*
+        # variables, no user site, not the working directory) and -S (no site,
+        # no .pth file), the probe's code from where unitgen itself found it,
+        # after the standard library, so that nothing beside it shadows that.
         where = os.path.dirname(os.path.dirname(os.path.abspath(unitgen_probe.__file__)))
-        args = [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {where!r}); "
+        args = [sys.executable, "-I", "-S", "-c", f"import sys; sys.path.append({where!r}); "
                 "from unitgen_probe.serve import main; sys.exit(main())"]
         if identity.cwd:
             args += ["--cwd", identity.cwd]
