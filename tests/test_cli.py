@@ -230,3 +230,14 @@ def test_an_unexpected_exception_exits_3_in_one_line_with_the_traceback_in_a_fil
 def test_usage_errors_stay_click_s_exit_2():
     assert run("render").exit_code == 2
     assert run("no-such-command").exit_code == 2
+
+
+def test_units_rendered_for_another_host_are_not_judged_by_this_machines_users(open_dir):
+    private = open_dir / "root"
+    private.mkdir(mode=0o700)
+    probe = probe_in(private)
+    conf = open_dir / "conf.yaml"
+    conf.write_text("version: 1\nhosts: {elsewhere1: {}}\n" + NOBODY_CONF.replace("version: 1\n", "")
+                    .replace("    user: nobody\n", "    user: nobody\n    host: elsewhere1\n"))
+    result = run("render", str(conf), "-o", str(open_dir / "out"), "--probe", str(probe), "--host", "elsewhere1")
+    assert result.exit_code == 0, result.output  # its users and paths are that host's business

@@ -36,7 +36,7 @@ def run(conf: Conf, *, output: str = "-", host: Optional[str] = None, probe: Opt
         out("\n".join(f"### {name}\n{text}" for name, text in units.items()))
         return 0
     plans = graph.plan(conf, where)
-    if not allow_unreachable_probe:
+    if not allow_unreachable_probe and _for_this_machine(conf, where):
         from .lint import refuse_unreachable_probe
 
         refuse_unreachable_probe(plans, renderer.probe)
@@ -55,6 +55,18 @@ def run(conf: Conf, *, output: str = "-", host: Optional[str] = None, probe: Opt
         directory.apply(plan)
     _print_plan(plan, output, out, err, taken=taken, done=True)
     return 0
+
+
+def _for_this_machine(conf: Conf, where: Optional[str]) -> bool:
+    """Whether the units are this machine's (its users and paths judge the probe):
+    a conf without hosts:, or --host naming this machine; not units rendered
+    here for another host (--host db1 on a build machine)."""
+    from .errors import UsageError
+
+    try:
+        return graph.local_host(conf, None) == where
+    except UsageError:
+        return False  # this machine is not in the conf's hosts
 
 
 def _print_diffs(plan: Plan, output: str, out: Write) -> None:
