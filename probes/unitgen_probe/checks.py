@@ -18,6 +18,9 @@ class Result(Frozen):
     took, monotonic clock). Immutable; compares equal field by field."""
 
     _FIELDS = __slots__ = ("ok", "reason", "latency")
+    ok: bool
+    reason: str
+    latency: float
 
     def __init__(self, ok, reason, latency):
         self._freeze(ok=bool(ok), reason=reason, latency=latency)

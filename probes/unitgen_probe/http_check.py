@@ -31,7 +31,7 @@ BODY_LIMIT = 1 << 20
 CONTEXT_TTL = 60.0
 
 _REDIRECTS = (301, 302, 303, 307, 308)
-_contexts = {}  # (ca_file, insecure) -> (made at, ssl.SSLContext)
+_contexts: "dict[tuple[str | None, bool], tuple[float, object]]" = {}  # (ca_file, insecure) -> (made at, ssl.SSLContext)
 
 
 def check_http(target, budget):

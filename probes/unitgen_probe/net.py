@@ -65,7 +65,7 @@ class _Lookup:
     one thread, not one per attempt). It forgets itself when done, so the
     next attempt resolves the name anew."""
 
-    _running = {}
+    _running: "dict[tuple[str, int], _Lookup]" = {}
     _lock = _thread.allocate_lock()
 
     @classmethod

@@ -41,8 +41,8 @@ class Frozen:
     """Base of the API's value objects: fields set once, by `_freeze`, then
     read-only; equal and hashed by the fields named in ``_FIELDS``."""
 
-    __slots__ = ()
-    _FIELDS = ()
+    __slots__: "tuple[str, ...]" = ()
+    _FIELDS: "tuple[str, ...]" = ()
 
     def _freeze(self, **values):
         for attr, value in values.items():
@@ -90,6 +90,15 @@ class Target(Frozen):
 
     _FIELDS = ("kind", "spec", "name", "status", "body", "ca_file", "insecure", "timeout")
     __slots__ = _FIELDS + ("_address",)
+    # for type checkers only (annotations, not class attributes: __slots__ holds them)
+    kind: str
+    spec: str
+    name: "str | None"
+    status: "tuple[str, ...] | None"
+    body: "str | None"
+    ca_file: "str | None"
+    insecure: bool
+    timeout: "float | None"
 
     def __init__(self, kind, spec, name=None, status=None, body=None,
                  ca_file=None, insecure=False, timeout=None):
@@ -167,6 +176,9 @@ class Group(Frozen):
 
     _FIELDS = ("label", "need", "targets")
     __slots__ = _FIELDS
+    label: str
+    need: int
+    targets: "tuple[Target, ...]"
 
     def __init__(self, label, targets, need=None):
         label = _label(label)
