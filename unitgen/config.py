@@ -18,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import shlex
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, overload
 
 from unitgen_probe import Target, UsageError as ProbeUsageError
 
@@ -38,7 +38,8 @@ from .model import (
     WATCH_UNIT,
 )
 from .schema import describe, did_you_mean, format_path, quote, validator
-from .yamlfile import MarkedMap
+from .model import Format
+from .yamlfile import MarkedList, MarkedMap
 
 # Mappings in ``defaults:`` that merge key by key into a service's own.
 _DEEP_KEYS = {"environment", "probe", "loss_threshold", "systemd"}
@@ -65,7 +66,7 @@ _NATIVE_SERVICE_KEYS = set(validator().property_names("#/$defs/service_keys"))
 def load(path: str, text: Optional[bytes] = None) -> Conf:
     """Read and validate ``path``. Raises ConfigError listing every problem."""
     data = yamlfile.load(path, text)
-    if not isinstance(data, dict):
+    if not isinstance(data, MarkedMap):
         top = data.mark if hasattr(data, "mark") and data.mark else Mark(path, 1, 1)
         raise ConfigError([Problem("the top level must be a mapping (service name: settings, or version: 1)", top)])
     reader = _NativeReader(path, data) if "version" in data else _AutohealReader(path, data)
@@ -75,7 +76,7 @@ def load(path: str, text: Optional[bytes] = None) -> Conf:
 class _Reader:
     """Shared by both formats: schema first, then a model, collecting problems."""
 
-    format = ""
+    format: Format
 
     def __init__(self, path: str, data: MarkedMap, reserved: Optional[Dict[str, Mark]] = None):
         """``reserved``: unit names of services left out of ``data`` (the
@@ -115,7 +116,7 @@ class _Reader:
         native = isinstance(data.get("services"), dict) and "version" in data
         services = data["services"] if native else data
         defaults = data.get("defaults") if native else None
-        hosts = data.get("hosts") if native and isinstance(data.get("hosts"), dict) else {}
+        hosts: dict = data["hosts"] if native and isinstance(data.get("hosts"), dict) else {}
         budget = MAX_EXPANDED
         shared = _expanded_size(defaults, budget) if isinstance(defaults, dict) else 0
         for name, raw in services.items():
@@ -158,6 +159,11 @@ class _Reader:
             return None
         return value
 
+    @overload
+    def span(self, raw: Any, key: str, keys: Tuple[Any, ...], default: float) -> float: ...
+    @overload
+    def span(self, raw: Any, key: str, keys: Tuple[Any, ...], default: None = None) -> Optional[float]: ...
+
     def span(self, raw: Any, key: str, keys: Tuple[Any, ...], default: Optional[float] = None) -> Optional[float]:
         """A time span in seconds (``default`` when not given); a problem, and the
         default, when systemd would read it differently (nan, huge, sub-microsecond)."""
@@ -175,7 +181,7 @@ class _Reader:
         """An absolute path for a systemd setting: plain, and normalized."""
         where = keys + ((key,) if index is None else (key, index))
         mark = raw.mark_of(key) if index is None else raw[key].mark_of(index)
-        text = raw.get(key) if value is None else value
+        text: str = raw[key] if value is None else value
         body = text[1:] if text.startswith("-/") else text
         try:
             systemd.check_plain(text)
@@ -230,9 +236,10 @@ class _Reader:
         if "any" in item or "of" in item:
             key = "any" if "any" in item else "of"
             members = [self.dependency(member, keys + (key, i), item[key].mark_of(i)) for i, member in enumerate(item[key])]
-            if not all(members):
+            checks = [m for m in members if isinstance(m, CheckDependency)]  # a group holds checks (schema)
+            if len(checks) != len(members):
                 return None
-            return GroupDependency(tuple(m.target for m in members), "any" if key == "any" else item.get("need", "all"),
+            return GroupDependency(tuple(m.target for m in checks), "any" if key == "any" else item.get("need", "all"),
                                    name=name, mark=mark)
         kind, spec = _dependency_kind(item)
         try:
@@ -277,8 +284,8 @@ class _Reader:
         another service's alias; each such alias is a problem naming the other
         place."""
         owners: Dict[str, List[Tuple[str, Optional[Mark]]]] = {}
-        for unit, mark in self.reserved.items():
-            owners.setdefault(unit, []).append(("", mark))
+        for unit, defined in self.reserved.items():
+            owners.setdefault(unit, []).append(("", defined))
         for service in services.values():
             owners.setdefault(systemd.unit_name(service.name), []).append(("", service.mark))
         for service in services.values():
@@ -295,6 +302,10 @@ class _Reader:
                                  keys, mark)
 
     def service_keys(self, name: str) -> Tuple[Any, ...]:
+        raise NotImplementedError
+
+    def build_service(self, name: str, raw: MarkedMap, keys: Tuple[Any, ...], mark: Optional[Mark],
+                      hosts: Dict[str, Host]) -> Optional[Service]:
         raise NotImplementedError
 
 
@@ -362,8 +373,9 @@ class _NativeReader(_Reader):
         hosts = {}
         for name, settings in raw_hosts.items():
             address = settings.get("address") if isinstance(settings, dict) else None
-            if address is not None and _legacy_ipv4(address):
-                self.problem(_legacy_ipv4(address), ("hosts", name, "address"), settings.mark_of("address"))
+            legacy = _legacy_ipv4(address) if address is not None else None
+            if legacy:
+                self.problem(legacy, ("hosts", name, "address"), settings.mark_of("address"))
             elif address is not None and not _is_address(address):
                 self.problem(f"{quote(address)} is not an IP address or a DNS name", ("hosts", name, "address"),
                              settings.mark_of("address"))
@@ -399,7 +411,7 @@ class _NativeReader(_Reader):
             dep = self.dependency(item, keys + ("deps", i), raw["deps"].mark_of(i))
             if dep:
                 deps.append(dep)
-        probe = raw.get("probe") or {}
+        probe = raw.get("probe") or MarkedMap()
         deadline = self.span(probe, "deadline", keys + ("probe",), ProbeSettings.deadline)
         if deadline <= 0:
             self.problem("the probe deadline must be above 0 in a unit, or a boot could wait forever",
@@ -407,7 +419,7 @@ class _NativeReader(_Reader):
         attempt = self.span(probe, "timeout", keys + ("probe",), ProbeSettings.timeout)
         if attempt <= 0:
             self.problem("the per-attempt timeout must be above 0", keys + ("probe", "timeout"), probe.mark_of("timeout"))
-        loss = raw.get("loss_threshold") or {}
+        loss = raw.get("loss_threshold") or MarkedMap()
         peers = raw.get("peers")
         return self.finish_service(
             name, keys, mark,
@@ -448,7 +460,7 @@ class _NativeReader(_Reader):
             "required_by": [], "aliases": [],
         }
         field_of = {"WantedBy": "wanted_by", "RequiredBy": "required_by", "Alias": "aliases"}
-        directives = (raw.get("systemd") or {}).get("Install") or {}
+        directives = (raw.get("systemd") or MarkedMap()).get("Install") or MarkedMap()
         unit = systemd.unit_name(name) if _unit_name_ok(name) else None
         for key, value in directives.items():
             where, mark = keys + ("systemd", "Install", key), directives.mark_of(key)
@@ -489,7 +501,7 @@ class _NativeReader(_Reader):
 
     def environment(self, raw: MarkedMap, keys) -> Tuple[Tuple[str, str], ...]:
         pairs = []
-        variables = raw.get("environment") or {}
+        variables = raw.get("environment") or MarkedMap()
         for name, value in variables.items():
             try:
                 systemd.environment(name, str(value))
@@ -543,14 +555,14 @@ class _NativeReader(_Reader):
 
     def raw_directives(self, raw: MarkedMap, keys):
         sections = []
-        for section, directives in (raw.get("systemd") or {}).items():
+        for section, directives in (raw.get("systemd") or MarkedMap()).items():
             lines = []
             for key, value in directives.items():
                 if section == "Install" and key in systemd.INSTALL_LINKS:
                     continue  # typed: install_settings()
                 # a plain boolean is written as the conf wrote it (on, True ...): systemd reads
                 # the same words as booleans, and a setting that takes text gets the text
-                items = ([value.text_of(i) for i in range(len(value))] if isinstance(value, list)
+                items = ([value.text_of(i) for i in range(len(value))] if isinstance(value, MarkedList)
                          else [directives.text_of(key)])
                 for item in items:
                     text = str(item)
@@ -572,7 +584,8 @@ _EXEC_FLAGS = re.compile(r"[-@:+!]*")
 def _check_raw_program(text: str) -> None:
     """The program of a raw Exec line, when written plainly (no quotes, no
     specifier), must be one systemd runs: not a relative path."""
-    program = text[_EXEC_FLAGS.match(text).end():].split(" ", 1)[0]
+    flags = _EXEC_FLAGS.match(text)  # matches every text, if only the empty prefix
+    program = text[flags.end() if flags else 0:].split(" ", 1)[0]
     if program and not any(c in program for c in "\"'%\\"):
         systemd.check_program(program)
 
@@ -625,7 +638,7 @@ def _merge_maps(base: MarkedMap, over: MarkedMap, deep: dict, skip=()) -> Marked
             if source is base and key in skip:
                 continue
             depth = deep.get(key) if isinstance(key, str) else None
-            if depth and isinstance(value, dict) and isinstance(merged.get(key), dict):
+            if depth and isinstance(value, MarkedMap) and isinstance(merged.get(key), MarkedMap):
                 value = _merge_maps(merged[key], value, {} if depth == 1 else dict.fromkeys(value, 1))
             merged[key] = value
             merged.key_marks[key] = source.key_marks.get(key, source.mark)
@@ -684,8 +697,8 @@ class ConfFiles:
 
     def _misfit(self, path: str, data: Any) -> Optional[Problem]:
         """Why a parsed file cannot be a part of this conf, if it cannot."""
-        if not isinstance(data, dict):
-            where = data.mark if isinstance(data, list) else Mark(path, 1, 1)
+        if not isinstance(data, MarkedMap):
+            where = data.mark if isinstance(data, MarkedList) else Mark(path, 1, 1)
             return Problem("the top level of a conf file must be a mapping (version: 1, or Autoheal services)", where)
         if self.documents and ("version" in data) != ("version" in self.documents[0][1]):
             first = self.documents[0][0]
@@ -719,11 +732,11 @@ class ConfFiles:
     def _units_of(self, names: Iterable[str]) -> Dict[str, Mark]:
         """The unit names of these services -> where they are defined."""
         units: Dict[str, Mark] = {}
-        for _, data in self.documents:
+        for path, data in self.documents:
             section = data.get("services") if self.native else data
             for name in names:
-                if isinstance(section, dict) and name in section and isinstance(name, str) and _unit_name_ok(name):
-                    units[systemd.unit_name(name)] = section.key_mark_of(name)
+                if isinstance(section, MarkedMap) and name in section and isinstance(name, str) and _unit_name_ok(name):
+                    units[systemd.unit_name(name)] = section.key_mark_of(name) or Mark(path, 1, 1)
         return units
 
     def service_of(self, problem: Problem) -> Optional[str]:
@@ -744,7 +757,7 @@ class ConfFiles:
                 continue
             for key, value in data.items():
                 if key in _SECTIONS:
-                    if not isinstance(value, dict):
+                    if not isinstance(value, MarkedMap):
                         problems.append(Problem(f"expected a mapping, got {describe(value)}", data.mark_of(key),
                                                 format_path((key,)), (key,)))
                         continue
