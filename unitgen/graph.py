@@ -29,7 +29,7 @@ from __future__ import annotations
 import heapq
 import socket
 from dataclasses import dataclass, field, replace
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from unitgen_probe import Target
 from unitgen_probe.targets import Group
@@ -169,8 +169,9 @@ def plan(conf: Conf, host: Optional[str]) -> List[UnitPlan]:
         unit = systemd.unit_name(service.name)
         # A copy of a replicated service on this host is one of several: its loss is not the dependency's.
         binds_to = r.binds if service.on_dependency_loss != "ignore" else ()
-        plans.append(UnitPlan(service, host, unit, r.targets, r.after, r.remote, binds_to,
-                              tuple(upholds.get(unit, ())), r.groups, r.remote_groups))
+        plans.append(UnitPlan(service, host, unit, tuple(r.targets), tuple(r.after), tuple(r.remote),
+                              tuple(binds_to), tuple(upholds.get(unit, ())), tuple(r.groups),
+                              tuple(r.remote_groups)))
     return plans
 
 
@@ -184,7 +185,7 @@ def default_need(conf: Conf, dep: ServiceDependency) -> Need:
     return other.peers if other.peers is not None else "any"
 
 
-def needed(conf: Conf, dep: Dependency) -> Tuple[int, int]:
+def needed(conf: Conf, dep: Union[ServiceDependency, GroupDependency]) -> Tuple[int, int]:
     """(how many, of how many) a service:/any:/of: dependency needs."""
     if isinstance(dep, GroupDependency):
         return need_count(dep.need, len(dep.targets)), len(dep.targets)
@@ -272,6 +273,7 @@ def _resolve(conf: Conf, service: Service, host: Optional[str], graph: "Graph") 
                 r.binds.append(unit)
                 r.targets.append(_readiness(other, "localhost", dep.name or other.name, dep.timeout))
             else:
+                assert where[0] is not None  # another host: a conf with hosts:
                 target = _readiness(other, conf.hosts[where[0]].reach, dep.name or other.name, dep.timeout)
                 r.targets.append(target)
                 r.remote.append(target)
@@ -283,6 +285,7 @@ def _resolve(conf: Conf, service: Service, host: Optional[str], graph: "Graph") 
                 r.after.append(systemd.unit_name(other.name))
                 members.append(_readiness(other, "localhost", label, dep.timeout))
             else:
+                assert other_host is not None  # another host: a conf with hosts:
                 members.append(_readiness(other, conf.hosts[other_host].reach, label, dep.timeout))
         group = Group(_unique(dep.name or other.name, r.groups), members, needed(conf, dep)[0])
         r.groups.append(group)
@@ -313,6 +316,7 @@ def _readiness(service: Service, address: str, label: str, timeout: Optional[flo
     if service.health:
         url_host = f"[{address}]" if ":" in address else address
         return Target("http", service.health.replace("{host}", url_host), name=label, timeout=timeout)
+    assert service.listen is not None  # graph.check() refused a dependency on a service with neither
     return Target("tcp", join_host_port(address, service.listen), name=label, timeout=timeout)
 
 
@@ -354,7 +358,7 @@ class Graph:
                 node = (service.name, host)
                 if service.listen:
                     self._listeners.setdefault((host, service.listen), []).append(node)
-                for port in {service.listen, health_port} - {None}:
+                for port in {p for p in (service.listen, health_port) if p is not None}:
                     self._served.setdefault((host, port), []).append(node)
 
     def _add_edges(self, node: Node) -> None:
@@ -382,10 +386,10 @@ class Graph:
                         for found in nodes:
                             self.out[node].append(Edge(node, found, target.kind, dep, inferred=True, need=need))
                 continue
-            pointed = [n for n in self.pointed_at(dep.target, host) if not peer_edge(self.conf, name, n[0])]
-            for target in pointed:
-                self.out[node].append(Edge(node, target, dep.target.kind, dep, inferred=True))
-            if not pointed and not any(n[0] == name for n in self.pointed_at(dep.target, host)):
+            reached = [n for n in self.pointed_at(dep.target, host) if not peer_edge(self.conf, name, n[0])]
+            for found in reached:
+                self.out[node].append(Edge(node, found, dep.target.kind, dep, inferred=True))
+            if not reached and not any(n[0] == name for n in self.pointed_at(dep.target, host)):
                 self.externals[node].append(dep.target)
 
     def pointed_at(self, target: Target, source_host: Optional[str]) -> List[Node]:
@@ -515,7 +519,8 @@ class Graph:
         down_set = set(down)
         requirements = {n: self.requirements(n) for n in self.nodes}
         counts = {n: [0] * len(reqs) for n, reqs in requirements.items()}
-        start_at = {n: (0.0, 1, None) for n in self.nodes}  # (start, wave, waits_for) so far
+        # (start, wave, waits_for) so far
+        start_at: Dict[Node, Tuple[float, int, Optional[Node]]] = {n: (0.0, 1, None) for n in self.nodes}
         where_needed: Dict[Node, List[Tuple[Node, int]]] = {n: [] for n in self.nodes}
         for node, reqs in requirements.items():
             for i, (_, nodes) in enumerate(reqs):
@@ -532,7 +537,7 @@ class Graph:
             service = self.conf.services[node[0]]
             start, wave, waits_for = start_at[node]
             assumed = service.start_time is None
-            start_time = default_start_time if assumed else service.start_time
+            start_time = default_start_time if service.start_time is None else service.start_time
             timings[node] = Timing(node, wave, start, start + start_time, start_time, assumed, waits_for)
             heapq.heappush(heap, (start + start_time, order[node], node))
 
@@ -638,7 +643,7 @@ def _url_port(url: str) -> int:
     return _default_port(urlsplit(url.replace("{host}", "localhost")))
 
 
-def _cycle_within(component: set, successors: Dict[Node, Sequence[Node]], start: Node) -> List[Node]:
+def _cycle_within(component: set, successors: Mapping[Node, Sequence[Node]], start: Node) -> List[Node]:
     """A simple cycle through ``start`` inside one strongly connected component (BFS)."""
     parent: Dict[Node, Optional[Node]] = {start: None}
     queue = [start]
@@ -646,8 +651,10 @@ def _cycle_within(component: set, successors: Dict[Node, Sequence[Node]], start:
         for child in successors[node]:
             if child == start:
                 path = [node]
-                while parent[path[-1]] is not None:
-                    path.append(parent[path[-1]])
+                step = parent[node]
+                while step is not None:
+                    path.append(step)
+                    step = parent[step]
                 return list(reversed(path))
             if child in component and child not in parent:
                 parent[child] = node
