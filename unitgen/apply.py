@@ -52,6 +52,7 @@ from typing import Callable, Dict, List, Literal, Optional, Sequence
 from unitgen_probe import Target
 
 from . import bus, defaults, graph, journal, lint, paths, systemd, takeover
+from .bus import JobKind
 from .errors import UnitgenError
 from .install import OutputDir, Plan
 from .model import Conf
@@ -67,7 +68,6 @@ HEALTH_MIN_UP = 1.0
 LAST_LINES = 3
 
 Echo = Callable[[str], None]
-JobKind = Literal["start", "restart", "stop"]
 Verdict = Literal["ok", "waiting", "failed"]
 
 
@@ -303,7 +303,7 @@ class _Jobs:
         self.jobs: List[bus.Job] = []
         self.refused: List[Outcome] = []
 
-    async def queue(self, method, unit: str, kind: str) -> None:
+    async def queue(self, method, unit: str, kind: JobKind) -> None:
         """Queue a job with ``method`` (e.g. manager.start_unit); a refusal is a failed outcome."""
         try:
             job = await method(unit)

@@ -25,7 +25,7 @@ import os
 import signal
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Dict, Iterable, List, Optional, Sequence
+from typing import AsyncIterator, Dict, Iterable, List, Literal, Optional, Sequence
 
 from .errors import UnitgenError
 
@@ -77,13 +77,16 @@ def address(explicit: Optional[str] = None) -> str:
     return explicit or os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or SYSTEM_BUS
 
 
+JobKind = Literal["start", "restart", "stop"]
+
+
 @dataclass
 class Job:
     """A job systemd queued for us; ``result`` is None until systemd removes it."""
 
     path: str
     unit: str
-    kind: str  # "start", "restart" or "stop"
+    kind: JobKind
     removed: "asyncio.Future[str]" = field(repr=False, compare=False)  # JobRemoved's result
 
     @property
@@ -231,7 +234,7 @@ class Systemd:
         if pending:
             await asyncio.wait(pending, timeout=max(timeout, 0.0))
 
-    async def _queue(self, member: str, unit: str, kind: str) -> Job:
+    async def _queue(self, member: str, unit: str, kind: JobKind) -> Job:
         await self._subscribe()
         self._calls_in_flight += 1
         try:
