@@ -163,7 +163,7 @@ class Policy:
     def _record(self, service: Watched, dep: Dependency, result: Result, now: float, wall: float) -> Optional[str]:
         if result.ok:
             dep.failures, dep.failing_since = 0, None
-            if not dep.lost:
+            if dep.lost_since is None:
                 return None
             dep.reason = f"lost for {now - dep.lost_since:.0f} s"
             dep.lost_since = dep.lost_at = None
@@ -182,6 +182,7 @@ class Policy:
         "copy lost" or "copy back": one copy of a group whose state did not change)."""
         if event.startswith("copy "):
             group = dep.group
+            assert group is not None  # only a group's copies are "copy" events
             change = f"lost {dep.target.display}: {dep.reason}" if event == "copy lost" else \
                 f"{dep.target.display} answers again"
             state = "still lost" if group.lost else "still has its need"
@@ -194,8 +195,9 @@ class Policy:
                 service.stopped_by_us = False
                 return Decision(service.unit, "start", message + ": starting it")
             return Decision(service.unit, "none", message)
+        since = now if dep.failing_since is None else dep.failing_since  # set by the failure that lost it
         what = f"lost {dep.target.display}: {dep.reason}, {dep.failures} failed checks over " \
-               f"{now - dep.failing_since:.0f} s"
+               f"{now - since:.0f} s"
         if dep.group is not None:
             what = f"lost {dep.group.label}: {dep.group.reason}"
         if not running:
