@@ -78,6 +78,12 @@ class Change:
     old: Optional[str] = None  # current content, when it is a regular file
     new: Optional[str] = None  # content to write
 
+    @property
+    def text(self) -> str:
+        """The new content; every action but remove and forget has one."""
+        assert self.new is not None, (self.name, self.action)
+        return self.new
+
 
 @dataclass
 class Plan:
@@ -264,12 +270,12 @@ class OutputDir:
         temps: List[Tuple[str, str]] = []
         try:  # phase 1: every new file on disk, then both hashes are ours while in flight
             for change in writes:
-                temps.append((self._write_temp(change.new), change.name))
+                temps.append((self._write_temp(change.text), change.name))
             self._sync(temps)
             for change in writes:
                 manifest[change.name] = {
                     "source": plan.source,
-                    "sha256": digest(change.new),
+                    "sha256": digest(change.text),
                     "previous": digest(change.old) if change.old is not None else None,
                 }
             self._write_manifest(manifest)
@@ -287,7 +293,7 @@ class OutputDir:
                 elif change.action in ("forget", "release"):
                     manifest.pop(change.name, None)
                 elif change.action in ("create", "update", "adopt", "unchanged"):
-                    manifest[change.name] = {"source": plan.source, "sha256": digest(change.new)}
+                    manifest[change.name] = {"source": plan.source, "sha256": digest(change.text)}
             self._write_manifest(manifest)
             os.fsync(self.fd)
         except OSError as exc:
@@ -435,7 +441,7 @@ def os_error(path: str, what: str, exc: OSError, outcome: str = "") -> UnitgenEr
              errno.EEXIST: "it exists and is not a directory",
              errno.ENAMETOOLONG: "a name is too long for the file system"}
     where = exc.filename if isinstance(exc.filename, str) and exc.filename.startswith("/") else path
-    hint = hints.get(exc.errno)
+    hint = hints.get(exc.errno) if exc.errno is not None else None
     text = f"{where}: cannot {what}: {exc.strerror or exc}" + (f" ({hint})" if hint else "") \
         + (f"; {outcome}" if outcome else "")
     return UnitgenError(one_line(text))
