@@ -54,7 +54,7 @@ class _Layout:
         by_host: Dict[Optional[str], List[Node]] = {}
         for node in self.graph.nodes:
             by_host.setdefault(node[1], []).append(node)
-        order = list(self.graph.conf.hosts) or [None]
+        order: List[Optional[str]] = [*self.graph.conf.hosts] or [None]
         for host in order:
             if host in by_host:
                 yield host, by_host[host]

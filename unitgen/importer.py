@@ -151,7 +151,8 @@ def parse_sources(args: List[str], host: Optional[str], addresses: List[str]) ->
         raise UsageError(f"--address takes HOST=ADDRESS, not {bad[0]!r}")
     sources = []
     for arg in args:
-        name, sep, path = arg.partition("=")
+        given, sep, path = arg.partition("=")
+        name: Optional[str] = given
         if not sep or os.path.exists(arg):
             name, path = None, arg
         if name is None:
