@@ -559,6 +559,7 @@ def watch(conf: Optional[str], conf_dir: Optional[str], host: Optional[str], bus
             click.echo(f"{problem} (its services are not watched)", err=True)
         plans = outcome.plans
     else:
+        assert conf is not None  # CONF or --conf-dir, checked above
         model = _load(conf)
         plans = graph.plan(model, graph.local_host(model, host))
     services = watching.watched_services(plans)

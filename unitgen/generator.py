@@ -49,7 +49,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Set, TextIO, Tuple
+from typing import TYPE_CHECKING, AbstractSet, Dict, List, Optional, Sequence, Set, TextIO, Tuple
 
 from . import systemd
 from .errors import ConfigError, Mark, Problem, UnitgenError, UsageError, one_line
@@ -103,7 +103,8 @@ def generate(out_dir: str, conf_dir: str, log: Log) -> bool:
             outcome.problems.append(Problem(f"{unit}: cannot write {exc.filename}: {exc.strerror}"
                                             + (" (another generator wrote it?)" if isinstance(exc, FileExistsError)
                                                else "")))
-            outcome.left_out.add(name)
+            if outcome.left_out is not None:  # (None: nothing was generated at all)
+                outcome.left_out.add(name)
     if outcome.problems:
         _report(log, conf_dir, outcome)
     for warning in outcome.warnings:
@@ -210,6 +211,7 @@ def _units(conf_dir: str, paths: List[str], sources: Dict[str, bytes], file_prob
         outcome.files_left_out[:0] = skipped
         failed: Set[str] = set()
         for plan in outcome.plans:
+            assert plan.service.mark is not None  # every service of a conf read from files has one
             source = plan.service.mark.file
             try:
                 text = renderer.unit(plan, source, source)
@@ -277,6 +279,7 @@ def read_files(paths: Sequence[str]) -> Tuple[Dict[str, bytes], List[Problem]]:
             if i == 0 and os.path.basename(path) == "conf.yaml":
                 return {}, problems
             continue
+        assert data is not None  # read, since no reason stopped it
         sources[path] = data
     return sources, problems
 
@@ -322,11 +325,11 @@ def _unusable_name(path: str) -> Optional[str]:
     return None
 
 
-def read(sources: Dict[str, bytes], left_out: Set[str] = frozenset()) -> Outcome:
+def read(sources: Dict[str, bytes], leave_out: AbstractSet[str] = frozenset()) -> Outcome:
     """This host's unit plans from the conf files (path -> bytes), leaving
     out broken services (and those depending on them), a conf.d file that
     cannot be parsed, or the whole conf (see the module doc), and the
-    services in ``left_out``."""
+    services in ``leave_out``."""
     from . import config, graph
 
     sources = dict(sources)
@@ -348,7 +351,7 @@ def read(sources: Dict[str, bytes], left_out: Set[str] = frozenset()) -> Outcome
             if not sources:
                 return Outcome(problems=file_problems, left_out=set(), files_left_out=dropped)
     problems: List[Problem] = file_problems
-    left_out = set(left_out)
+    left_out = set(leave_out)
     while True:
         conf = None
         try:
