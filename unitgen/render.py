@@ -130,7 +130,11 @@ class Renderer:
         launch_pid_file = None
         if s.launched:
             launch_pid_file = f"{LAUNCH_PID_DIR}/{plan.unit}.pid"
-            found_by = ["--pname", s.pname] if s.pname is not None else ["--from-pid-file", s.pid_file]
+            if s.pname is not None:
+                found_by = ["--pname", s.pname]
+            else:
+                assert s.pid_file is not None  # launched: found by its pname or its pid_file
+                found_by = ["--from-pid-file", s.pid_file]
             credentials = [*(["--user", s.user] if s.user else []), *(["--group", s.group] if s.group else [])]
             exec_start = systemd.exec_command(
                 [self.launcher, "--pid-file", launch_pid_file, *found_by, *credentials, "--", *s.command])

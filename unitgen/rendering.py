@@ -14,10 +14,10 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from . import graph, takeover
-from .install import OutputDir, Plan
+from .install import Action, OutputDir, Plan
 from .model import Conf
 
 Write = Callable[[str], None]  # writes its text as is (no newline added)
@@ -91,7 +91,8 @@ def _print_plan(plan: Plan, output: str, out: Write, err: Write, taken: Optional
                 done: bool = False) -> None:
     verb = {"create": "created", "update": "updated", "remove": "removed"} if done else \
         {"create": "create", "update": "update", "remove": "remove"}
-    for action in ("create", "update", "remove"):
+    changes: Tuple[Action, ...] = ("create", "update", "remove")
+    for action in changes:
         for name in plan.named(action):
             out(f"{verb[action]:8} {os.path.join(output, name)}\n")
     same = len(plan.named("unchanged", "adopt"))
