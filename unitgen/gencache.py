@@ -32,7 +32,7 @@ computed, are kept with the key of everything they were computed from.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 from .errors import Problem
 
@@ -129,7 +129,7 @@ def _files(directory: str, contents: bool) -> List[tuple]:
         names = sorted(os.listdir(directory))
     except OSError:
         return [(directory, "absent")]
-    found = []
+    found: List[tuple] = []
     for name in names:
         if name == "__pycache__":
             continue
@@ -145,18 +145,6 @@ def _files(directory: str, contents: bool) -> List[tuple]:
         except OSError as exc:
             found.append((path, str(exc)))
     return found
-
-
-class Said:
-    """A problem or warning as it was logged when the cache was written."""
-
-    __slots__ = ("text",)
-
-    def __init__(self, text: str):
-        self.text = text
-
-    def __str__(self) -> str:
-        return self.text
 
 
 def load(expected: str) -> Optional[Outcome]:
@@ -199,9 +187,9 @@ def load(expected: str) -> Optional[Outcome]:
                 check_link(unit, link)
             units[unit] = (service, text, list(links))
         left_out = data["left_out"]
-        return Outcome(problems=[Said(_text(p)) for p in data["problems"]],
+        return Outcome(problems=[Problem(_text(p)) for p in data["problems"]],
                        left_out=None if left_out is None else {_text(n) for n in left_out},
-                       warnings=[Said(_text(w)) for w in data["warnings"]],
+                       warnings=[Problem(_text(w)) for w in data["warnings"]],
                        files_left_out=[_text(p) for p in data["files_left_out"]], units=units)
     except (KeyError, TypeError, ValueError, AssertionError, AttributeError):
         return None
@@ -248,7 +236,7 @@ def store(expected: str, outcome: Outcome) -> str:
     return path
 
 
-def units(conf_dir: str, first_file: str) -> Dict[str, tuple]:
+def units(conf_dir: str, first_file: str) -> Dict[str, Tuple[str, str, List[str]]]:
     """unitgen-generator-cache.service and .path for this conf directory:
     {unit: (name, text, links)}; none when the generator's own path or the
     directory cannot be written into a unit."""
