@@ -167,3 +167,51 @@ def test_a_fifo_and_a_bad_file_name_in_conf_d_neither_block_nor_cost_the_rest(ma
     for unit in ("db", "web"):
         assert properties(host, f"{unit}.service", "LoadState", "ActiveState") == ["loaded", "active"]
     assert host.exists(f"{GENERATED}/web.service") and host.exists(f"{GENERATED}/multi-user.target.wants/db.service")
+
+
+def test_a_fleet_sized_conf_is_cached_by_its_own_service_and_a_stale_cache_is_never_read(make_fleet):
+    """A conf of 256 KiB or more (here: padded with comments) gets
+    unitgen-generator-cache.service and .path (unitgen/gencache.py): the
+    service runs at boot and writes /var/cache/unitgen/generator.json; the
+    next daemon-reload takes this host's units from it (a Description put
+    into the cached unit by hand shows in systemd); a conf edit makes the
+    path unit refresh it, and the edited conf's units are what systemd loads."""
+    import time
+
+    host = host_with_generator(make_fleet)
+    padding = "".join(f"# padding line {i:06d} {'x' * 40}\n" for i in range(5000))  # about 300 KiB
+    text = conf(service("db", 7001), service("api", 7002, deps=["db"])) + padding
+    host.write_file("/etc/unitgen/conf.yaml", text)
+    host.boot()
+    host.wait_active("db.service", "api.service")
+    cache = "/var/cache/unitgen/generator.json"
+
+    def cached(key=None):
+        """The cache's entry once the cache service has written it (with another key than ``key``)."""
+        end = time.monotonic() + 120
+        while time.monotonic() < end:
+            read = host.run(["cat", cache], check=False)  # the live root (host.exists() looks at the disk)
+            if read.returncode == 0 and read.stdout:
+                entry = json.loads(read.stdout)
+                if entry["key"] != key:
+                    return entry
+            time.sleep(0.5)
+        raise AssertionError(f"{cache} was not written: {host.journal('unitgen-generator-cache.service')}")
+
+    entry = cached()
+    assert properties(host, "unitgen-generator-cache.path", "ActiveState") == ["active"]
+    assert sorted(entry["units"]) == ["api.service", "db.service", "unitgen-generator-cache.path",
+                                      "unitgen-generator-cache.service"]
+    entry["units"]["api.service"][1] = entry["units"]["api.service"][1].replace(
+        "\nDescription=", "\nDescription=from the cache: ", 1)
+    host.write_file(cache, json.dumps(entry))  # root's, mode 644: a cache the generator trusts
+    host.run(["systemctl", "daemon-reload"])
+    assert properties(host, "api.service", "Description")[0].startswith("from the cache: ")
+
+    # edited in the live root, as an operator would (write_file writes the disk, below the host's overlay,
+    # where no inotify watch sees it)
+    host.run(["sed", "-i", "s/# padding line 000000/# edited line 000000/", "/etc/unitgen/conf.yaml"])
+    cached(entry["key"])  # the path unit saw the edit; the service wrote the edited conf's entry
+    host.run(["systemctl", "daemon-reload"])
+    assert not properties(host, "api.service", "Description")[0].startswith("from the cache: ")
+    assert host.systemctl("is-active", "db", "api").split() == ["active"] * 2

@@ -13,8 +13,12 @@ computed, are kept with the key of everything they were computed from.
   computed as without a cache.
 * **Who writes it**: ``unitgen-generator --cache CONF_DIR``, run by
   unitgen-generator-cache.service, which the generator adds (with
-  unitgen-generator-cache.path, which starts it whenever a conf file
-  changes) for a conf of CACHE_MIN_BYTES or more. It is started at boot too.
+  unitgen-generator-cache.path, which starts it when conf.yaml is written,
+  or a file in the conf directory or conf.d is added, replaced or removed)
+  for a conf of CACHE_MIN_BYTES or more. It is started at boot too. A
+  conf.d file written in place is not seen until the next change or boot:
+  until then the generator reads the conf (the key differs), as without a
+  cache.
 * **Why a stale cache can never give stale units**: the key is a SHA-256
   over every input the units are computed from: the conf directory, the
   path and the bytes of every conf file (or, for one that cannot be used,
@@ -272,6 +276,9 @@ def units(conf_dir: str, first_file: str) -> Dict[str, Tuple[str, str, List[str]
         "Description=unitgen: refresh the generator's cache when a conf file changes\n"
         f"SourcePath={source}\n\n"
         "[Path]\n"
+        # the directories see a file replaced by rename (editors, config management) or added;
+        # conf.yaml itself, a write in place
+        f"PathChanged={directory}\n"
         f"PathChanged={directory}/conf.yaml\n"
         f"PathChanged={directory}/conf.d\n"
         f"Unit={SERVICE}\n\n"
