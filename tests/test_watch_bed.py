@@ -12,11 +12,13 @@ import json
 import time
 
 import pytest
+import yaml
 
 import drill
 from drill import Dep, Standin, Topology
 
 SENSITIVE = {"failures": 2, "seconds": "2s"}  # quick to see a loss, so the test is short
+RECOVERY = 90.0  # generous: the machine is shared
 
 
 def two_hosts(mode: str) -> Topology:
@@ -145,3 +147,52 @@ def test_a_local_dependency_needs_no_watcher(make_fleet):
     wait_for(lambda: starts_of(fleet, topology, "b") > before, what="B to start again")
     drill.wait_healthy(fleet, topology)
     assert starts_of(fleet, topology, "b") == before + 1
+
+
+def test_on_unhealthy_restart_heals_a_service_broken_by_a_short_outage(make_fleet):
+    """Liveness: A (h1) goes away for a few seconds, well under the loss
+    threshold; B and C (h2) both break for good on it (503 until restarted).
+    B says on_unhealthy: restart: once A answers again and B's own health still
+    fails, the watcher restarts B, which is healthy again. C, the control, keeps
+    the default (ignore) and stays broken. Every step waits for an event."""
+    topology = Topology(hosts=("h1", "h2"), services=(
+        Standin("a", "h1", 7101),
+        Standin("b", "h2", 7102, deps=(Dep("a"),), on_missing="degrade", on_loss="break"),
+        Standin("c", "h2", 7103, deps=(Dep("a"),), on_missing="degrade", on_loss="break"),
+    ))
+    fleet = make_fleet(list(topology.hosts))
+    conf = yaml.safe_load(drill.conf_text(fleet, topology, defaults={"loss_threshold": SENSITIVE, "restart_sec": "1s"}))
+    conf["services"]["b"]["on_unhealthy"] = "restart"
+    drill.install(fleet, topology, yaml.safe_dump(conf, sort_keys=False))
+    h1, h2 = fleet["h1"], fleet["h2"]
+    assert h2.exists("/etc/systemd/system/unitgen-watch.service")  # rendered for B's health alone
+    assert not h1.exists("/etc/systemd/system/unitgen-watch.service")
+    h1.run(["systemctl", "start", "--no-block", "a.service"])
+    h2.run(["systemctl", "enable", "--quiet", "unitgen-watch.service"])
+    h2.run(["systemctl", "start", "--no-block", "b.service", "c.service", "unitgen-watch.service"])
+    drill.wait_healthy(fleet, topology)
+    wait_for(lambda: "watching" in watcher_log(h2), what="the watcher to start")
+    before = {name: starts_of(fleet, topology, name) for name in ("b", "c")}
+
+    h1.systemctl("stop", "a.service")
+    gone = time.monotonic()
+    wait_for(lambda: all(drill.health(fleet, topology)[name] == "HTTP status 503" for name in ("b", "c")),
+             what="B and C to break on A's loss")
+    time.sleep(max(0.0, 3.0 - (time.monotonic() - gone)))  # the scenario: A away for about 3 s
+    h1.systemctl("start", "a.service")
+    h1.wait_active("a.service")
+
+    wait_for(lambda: drill.health(fleet, topology)["b"] == "healthy", timeout=RECOVERY,
+             what="the watcher to restart B and B to be healthy again")
+    log = watcher_log(h2)
+    decisions = [line for line in log.splitlines() if "b.service: unhealthy: b (" in line]
+    assert decisions and "while its dependencies answer: restarting it" in decisions[0], log
+    assert "c.service:" not in log  # C is not watched
+    assert starts_of(fleet, topology, "b") == before["b"] + 1
+    # the control: same outage, default on_unhealthy, still broken and never restarted
+    assert drill.health(fleet, topology)["c"] == "HTTP status 503"
+    assert starts_of(fleet, topology, "c") == before["c"]
+    rows = [json.loads(line) for line in h2.run(["unitgen", "status", drill.CONF_PATH, "--json"],
+                                                 check=False).stdout.splitlines()]
+    b = next(row for row in rows if row["unit"] == "b.service")
+    assert b["watcher_action"]["action"] == "restart" and b["watcher_action"]["reason"].startswith("unhealthy: b (")

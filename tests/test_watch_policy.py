@@ -153,3 +153,111 @@ def test_status_shows_what_the_watcher_found_lost():
     assert [(d["dependency"], d["reason"]) for d in lost] == [("a (10.0.0.1:1)", "connection refused (port closed)")]
     assert lost[0]["since"].endswith(("+00:00", "Z")) or "T" in lost[0]["since"]
     assert status.table([status.Seen(state)], colour=False, now=now)[1].endswith("attempt 80, 48 s")  # no watcher: as before
+
+
+# -- liveness: on_unhealthy ----------------------------------------------------
+
+HTTP_DOWN = Result(False, "HTTP status 503", 0.001)
+
+
+def unhealthy_service(failures=2, seconds=2.0):
+    svc = service(mode="ignore", failures=failures, seconds=seconds)
+    svc.health = Dependency(Target("http", "http://127.0.0.1:7/health", name="b"), acts=False)
+    return svc
+
+
+def judge(policy, svc, results_at, running=True):
+    """Feed (time, (dependency result, health result)) pairs; the decisions made, in order."""
+    decisions = []
+    for now, (dep_result, own_result) in results_at:
+        policy.record(svc, svc.dependencies[0], dep_result, now, 1e9 + now)
+        if policy.judge(svc, own_result, now):
+            decisions.append(policy.decide_unhealthy(svc, now, running))
+    return decisions
+
+
+def test_unhealthy_while_its_dependencies_answer_restarts_it():
+    svc = unhealthy_service(failures=2, seconds=2)
+    decisions = judge(Policy(), svc, [(0, (UP, HTTP_DOWN)), (1, (UP, HTTP_DOWN)), (2, (UP, HTTP_DOWN))])
+    assert [d.action for d in decisions] == ["restart"]
+    assert decisions[0].message.startswith("unhealthy: b (http://127.0.0.1:7/health): HTTP status 503, "
+                                           "3 failed checks over 2 s while its dependencies answer: restarting it")
+
+
+def test_a_dependency_outage_is_not_the_services_fault():
+    svc = unhealthy_service(failures=2, seconds=2)
+    # its health fails all along, but so does its dependency: nothing; then one failure after it is back: nothing yet
+    results = [(t, (DOWN, HTTP_DOWN)) for t in range(0, 30)] + [(30, (UP, HTTP_DOWN))]
+    assert judge(Policy(), svc, results) == []
+    assert [d.action for d in judge(Policy(), svc, [(31, (UP, HTTP_DOWN)), (32, (UP, HTTP_DOWN))])] == ["restart"]
+
+
+def test_a_replicated_dependency_answers_with_its_need():
+    from unitgen.watch import DependencyGroup, _grouped
+    from unitgen_probe.targets import Group
+
+    svc = unhealthy_service(failures=1, seconds=0)
+    svc.dependencies = _grouped([Group("kv", (Target("tcp", "k1:1"), Target("tcp", "k2:1")), need=1)], acts=False)
+    policy = Policy()
+    policy.record(svc, svc.dependencies[0], DOWN, 0, 1e9)
+    assert svc.answering()  # one of two, need 1
+    policy.record(svc, svc.dependencies[1], DOWN, 0, 1e9)
+    assert not svc.answering() and not policy.judge(svc, HTTP_DOWN, 1)
+    assert isinstance(svc.dependencies[0].group, DependencyGroup)
+
+
+def test_unhealthy_restarts_are_bounded_and_wait_for_its_start_time():
+    svc = unhealthy_service(failures=1, seconds=0)
+    policy = Policy(restart_interval=60)
+    assert [d.action for d in judge(policy, svc, [(0, (UP, HTTP_DOWN))])] == ["restart"]
+    second = judge(policy, svc, [(10, (UP, HTTP_DOWN))])
+    assert [d.action for d in second] == ["none"] and "not restarting: restarted 10 s ago" in second[0].message
+    svc.judge_after = 100.0  # what the watcher sets once a restart job ends: then + start_time
+    assert judge(policy, svc, [(70, (UP, HTTP_DOWN)), (99, (UP, HTTP_DOWN))]) == []
+    assert [d.action for d in judge(policy, svc, [(100, (UP, HTTP_DOWN))])] == ["restart"]
+    assert judge(policy, svc, [(200, (UP, UP))]) == [] and svc.health.failures == 0
+
+
+UNHEALTHY = LOSS.replace("on_dependency_loss: restart\n        loss_threshold: {failures: 5, seconds: 20s}",
+                         'health: "http://{host}:8/health"\n        on_unhealthy: restart\n        start_time: 4s')
+
+
+def test_on_unhealthy_watches_its_own_health_and_gates_on_every_dependency(tmp_path):
+    conf = _conf(tmp_path, UNHEALTHY)
+    plans = graph.plan(conf, "h2")
+    (watched,) = watched_services(plans)
+    assert (watched.unit, watched.mode, watched.start_time) == ("b.service", "ignore", 4.0)
+    assert watched.health.target.spec == "http://127.0.0.1:8/health"
+    # every dependency gates the judgement; none is acted on (on_dependency_loss: ignore)
+    assert [(d.target.spec, d.acts) for d in watched.dependencies] == [
+        ("10.0.0.1:1", False), ("ext.example:9", False), ("localhost:2", False)]
+    units = render.Renderer("/usr/bin/unitgen-probe").render(conf, "h2")
+    assert "on_unhealthy: restart" in UNHEALTHY
+    assert "unitgen-watch.service" in units and "BindsTo" not in units["b.service"]
+    assert "unitgen-watch.service" not in render.Renderer("/usr/bin/unitgen-probe").render(conf, "h1")
+    default = _conf(tmp_path, UNHEALTHY.replace("on_unhealthy: restart", "on_unhealthy: ignore"))
+    assert "unitgen-watch.service" not in render.Renderer("/usr/bin/unitgen-probe").render(default, "h2")
+
+
+def test_on_unhealthy_needs_a_health_url(tmp_path):
+    with pytest.raises(config.ConfigError, match="on_unhealthy: restart needs the service's own health: URL") as err:
+        _conf(tmp_path, "version: 1\nservices:\n  b: {exec: [/bin/b], listen: 1, on_unhealthy: restart}\n")
+    assert "conf.yaml:3" in str(err.value)
+
+
+def test_status_shows_the_watchers_last_action_and_why():
+    import json
+
+    from unitgen import bus, status
+
+    now = 1_000_000.0
+    state = bus.UnitState("b.service", "loaded", "", "active", "running", now - 5, now - 5, 2, "", 0, "success")
+    reason = "unhealthy: b (http://127.0.0.1:8/health): HTTP status 503, 2 failed checks over 2 s " \
+             "while its dependencies answer: restarting it"
+    watched = {"b.service": {"mode": "ignore", "lost": [], "actions": [{"action": "restart", "at": now - 6,
+                                                                         "reason": reason}]}}
+    (header, row) = status.table([status.Seen(state)], colour=False, now=now, watched=watched)
+    assert row.endswith(f"watcher: restart 6 s ago: {reason}")
+    (line,) = status.json_lines([status.Seen(state)], watched)
+    action = json.loads(line)["watcher_action"]
+    assert (action["action"], action["reason"]) == ("restart", reason) and "T" in action["at"]

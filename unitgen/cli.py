@@ -529,7 +529,8 @@ def install_generator(root: str, uninstall: bool) -> None:
               metavar="SECONDS", help="A service is restarted at most once per this many seconds.")
 def watch(conf: Optional[str], conf_dir: Optional[str], host: Optional[str], bus_address: Optional[str],
           interval: float, restart_interval: float) -> None:
-    """Restart or stop services whose remote dependency is lost at run time.
+    """Restart or stop services whose remote dependency is lost at run time,
+    and restart those that stay unhealthy while their dependencies answer.
 
     For the services of this host with on_dependency_loss: restart or stop,
     their dependencies on other hosts are checked every --interval seconds;
@@ -539,6 +540,9 @@ def watch(conf: Optional[str], conf_dir: Optional[str], host: Optional[str], bus
     dependency answers, then started. Runs until stopped; rendered as
     unitgen-watch.service where needed. Decisions go to the journal; the
     current view to /run/unitgen/watch.json, shown by unitgen status.
+    on_unhealthy: restart: the service's own health: URL is checked too, and
+    when it fails by the same threshold while everything it depends on
+    answers, the service is restarted (at most once per --restart-interval).
 
     \b
     Example:
@@ -565,7 +569,7 @@ def watch(conf: Optional[str], conf_dir: Optional[str], host: Optional[str], bus
     services = watching.watched_services(plans)
     if not services:
         click.echo("nothing to watch: no service of this host has on_dependency_loss: restart or stop "
-                   "with a remote dependency", err=True)
+                   "with a remote dependency, nor on_unhealthy: restart", err=True)
         return
     try:
         asyncio.run(watching.run(services, bus_address, interval=interval, restart_interval=restart_interval))

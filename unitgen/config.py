@@ -444,6 +444,7 @@ class _NativeReader(_Reader):
             peers=None if peers is None else peers.get("need", "quorum"),
             probe=ProbeSettings(deadline, attempt, bool(probe.get("any", False))),
             on_dependency_loss=raw.get("on_dependency_loss", "ignore"),
+            on_unhealthy=self.on_unhealthy(raw, keys),
             loss_threshold=LossThreshold(
                 loss.get("failures", LossThreshold.failures),
                 self.span(loss, "seconds", keys + ("loss_threshold",), LossThreshold.seconds)
@@ -539,6 +540,14 @@ class _NativeReader(_Reader):
                 self.problem(f"no host named {name!r} in hosts:{did_you_mean(name, list(hosts))}",
                              keys + ("host",), raw.mark_of("host"))
         return names
+
+    def on_unhealthy(self, raw: MarkedMap, keys) -> str:
+        """on_unhealthy: restart judges the service by its own health: URL; without one there is nothing to judge."""
+        mode = raw.get("on_unhealthy", "ignore")
+        if mode != "ignore" and not raw.get("health"):
+            self.problem(f"on_unhealthy: {mode} needs the service's own health: URL, which the watcher checks",
+                         keys + ("on_unhealthy",), raw.mark_of("on_unhealthy"))
+        return mode
 
     def health(self, raw: MarkedMap, keys) -> Optional[str]:
         url = raw.get("health")

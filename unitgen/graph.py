@@ -60,6 +60,13 @@ class UnitPlan:
     remote_groups: Tuple[Group, ...] = ()  # those with a member on another host: what `unitgen watch` watches
 
     @property
+    def watched(self) -> bool:
+        """`unitgen watch` acts on this service: its own health (on_unhealthy:),
+        or a remote dependency lost (on_dependency_loss:)."""
+        s = self.service
+        return s.on_unhealthy != "ignore" or (s.on_dependency_loss != "ignore" and bool(self.remote or self.remote_groups))
+
+    @property
     def all_targets(self) -> Tuple[Target, ...]:
         """Every target the probe checks, in groups or not."""
         return self.targets + tuple(t for g in self.groups for t in g.targets)

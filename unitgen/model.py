@@ -20,6 +20,7 @@ from .errors import Mark, Problem
 Format = Literal["autoheal", "native"]
 ServiceType = Literal["exec", "simple", "forking", "notify"]
 OnLoss = Literal["ignore", "restart", "stop"]
+OnUnhealthy = Literal["ignore", "restart"]
 # How many copies of a replicated service (or members of a group of checks) a
 # dependency needs: all, any (1), quorum (more than half), or at least N.
 Need = Union[Literal["all", "any", "quorum"], int]
@@ -134,6 +135,7 @@ class Service:
     # other, and a dependency on it needs this many copies by default.
     peers: Optional[Need] = None
     on_dependency_loss: OnLoss = "ignore"
+    on_unhealthy: OnUnhealthy = "ignore"  # restart it when its own health: fails while its deps answer
     loss_threshold: LossThreshold = LossThreshold()
     start_time: Optional[float] = None
     raw: Tuple[Tuple[str, Tuple[Tuple[str, str], ...]], ...] = ()

@@ -98,8 +98,8 @@ class Renderer:
     def watcher(self, plans: List[graph.UnitPlan], conf_args: List[str], source: str,
                 source_path: Optional[str] = None) -> Optional[str]:
         """unitgen-watch.service for these plans, if one of them acts on a lost
-        remote dependency; ``conf_args`` tell `unitgen watch` where the conf is."""
-        if not any((p.remote or p.remote_groups) and p.service.on_dependency_loss != "ignore" for p in plans):
+        remote dependency or on its own health; ``conf_args`` tell `unitgen watch` where the conf is."""
+        if not any(p.watched for p in plans):
             return None
         # unitgen is installed beside unitgen-probe: one package, one scripts directory
         command = [os.path.join(os.path.dirname(self.probe), "unitgen"), "watch", *conf_args]

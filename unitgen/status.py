@@ -188,6 +188,7 @@ def json_lines(rows: Sequence[Seen], watched: Optional[Dict[str, Dict[str, Any]]
         "status_text": s.status_text, "main_pid": s.main_pid, "result": s.result,
         "exit": s.exit_reason or None, "last_reason": seen.reason or None,
         "lost": [{**lost, "since": _iso(lost.get("since"))} for lost in watched.get(s.unit, {}).get("lost", [])],
+        "watcher_action": _last_action(watched, s.unit),
     }, ensure_ascii=False) for seen in rows for s in [seen.state]]
 
 
@@ -198,7 +199,28 @@ def _lost_texts(watched: Optional[Dict[str, Dict[str, Any]]], unit: str, now: fl
         since = lost.get("since")
         when = f" {_age(now - since)}" if since else ""
         texts.append(f"lost {lost.get('dependency')}{when}: {lost.get('reason')}")
+    last = _raw_last_action(watched, unit)
+    if last and last.get("reason"):
+        at = last.get("at")
+        when = f" {_age(now - at)}" if isinstance(at, (int, float)) else ""
+        texts.append(f"watcher: {last.get('action')}{when}: {last['reason']}")
     return texts
+
+
+def _raw_last_action(watched: Optional[Dict[str, Dict[str, Any]]], unit: str) -> Optional[Dict[str, Any]]:
+    actions = (watched or {}).get(unit, {}).get("actions")
+    last = actions[-1] if isinstance(actions, list) and actions else None
+    return last if isinstance(last, dict) else None
+
+
+def _last_action(watched: Optional[Dict[str, Dict[str, Any]]], unit: str) -> Optional[Dict[str, Any]]:
+    """The watcher's last action on ``unit`` (restart, stop, start) with its reason, or None."""
+    last = _raw_last_action(watched, unit)
+    if last is None:
+        return None
+    at = last.get("at")
+    return {"action": str(last.get("action")), "at": _iso(at) if isinstance(at, (int, float)) else None,
+            "reason": str(last.get("reason") or "") or None}
 
 
 def _age(seconds: float) -> str:

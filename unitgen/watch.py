@@ -25,6 +25,16 @@ BindsTo=/Upholds= (see graph.py). Decisions are logged (the journal, under
 unitgen-watch.service) and the current view is kept in STATE_FILE for
 `unitgen status`.
 
+Liveness: a service with ``on_unhealthy: restart`` has its own health: URL
+checked on its host too. When it fails ``loss_threshold.failures`` times in
+a row over at least ``loss_threshold.seconds`` while everything it depends on
+(every target and group its probe waits for, on any host) answered its last
+check, the service is broken on its own: the watcher restarts it (the same
+once-per-interval limit). A failure while a dependency does not answer is not
+counted, and the count starts again: a dependency outage is not the service's
+fault. After a restart, its health is not judged before its start_time: has
+passed since the restart job ended.
+
 Checks run every ``defaults.WATCH_INTERVAL`` seconds per dependency, in threads: a
 watcher of a thousand dependencies costs a few threads' worth of sockets.
 They run as the service's own user and groups, never as root (runas.py):
@@ -45,13 +55,14 @@ from typing import Dict, List, Literal, Optional, Sequence, Tuple
 
 from unitgen_probe import Result, Target
 
+from .graph import own_readiness
 from .runas import CannotCheck, Checker, RunAs, run_as
 
 from . import defaults
 
 STATE_FILE = "/run/unitgen/watch.json"
 
-Mode = Literal["restart", "stop"]  # on_dependency_loss, but for ignore: not watched
+Mode = Literal["restart", "stop", "ignore"]  # on_dependency_loss
 WatchAction = Literal["restart", "stop", "start", "none"]
 
 
@@ -67,6 +78,7 @@ class Dependency:
     lost_at: Optional[float] = None  # wall clock, for people
     reason: str = ""
     group: "Optional[DependencyGroup]" = field(default=None, repr=False)
+    acts: bool = True  # its loss is acted on (on_dependency_loss); else it only gates the health judgement
 
     @property
     def lost(self) -> bool:
@@ -119,6 +131,19 @@ class Watched:
     stopped_by_us: bool = False
     actions: List[dict] = field(default_factory=list)  # the last few decisions, for status
     run_as: RunAs = RunAs()  # who its checks run as: the unit's own user (runas.py)
+    health: Optional[Dependency] = None  # its own health URL, judged (on_unhealthy: restart)
+    start_time: float = defaults.START_TIME  # after a restart, its health is not judged before this
+    judge_after: float = 0.0  # monotonic
+
+    def answering(self) -> bool:
+        """Everything it depends on answered its last check (a group: at least its need of copies)."""
+        counts: Dict[DependencyGroup, int] = {}
+        for dep in self.dependencies:
+            if dep.group is None and dep.failures:
+                return False
+            if dep.group is not None:
+                counts[dep.group] = counts.get(dep.group, 0) + (dep.failures == 0)
+        return all(count >= group.need for group, count in counts.items())
 
     def lost(self) -> "List[Dependency | DependencyGroup]":
         """What is lost: dependencies on their own, and groups short of their need."""
@@ -177,6 +202,33 @@ class Policy:
         dep.lost_since, dep.lost_at = now, wall
         return "lost"
 
+    def judge(self, service: Watched, result: Result, now: float) -> bool:
+        """Note one check of the service's own health: True once it failed
+        ``service.failures`` times over ``service.seconds`` while everything it
+        depends on answered. A failure while a dependency does not, or before
+        its start time has passed since a restart, starts the count again."""
+        own = service.health
+        assert own is not None, "judge() is for a service whose health is watched"
+        own.reason = result.reason
+        if result.ok or now < service.judge_after or not service.answering():
+            own.failures, own.failing_since = 0, None
+            return False
+        own.failures += 1
+        if own.failing_since is None:
+            own.failing_since = now
+        return own.failures >= service.failures and now - own.failing_since >= service.seconds
+
+    def decide_unhealthy(self, service: Watched, now: float, running: bool) -> Decision:
+        """What to do about ``service`` now that judge() found it unhealthy; the count starts again."""
+        own = service.health
+        assert own is not None and own.failing_since is not None, "decide_unhealthy() follows judge()"
+        what = f"unhealthy: {own.target.display}: {own.reason}, {own.failures} failed checks over " \
+               f"{now - own.failing_since:.0f} s while its dependencies answer"
+        own.failures, own.failing_since = 0, None
+        if not running:
+            return Decision(service.unit, "none", f"{what}; it is not running, nothing to do")
+        return self._restart(service, now, what, "restarting it")
+
     def decide(self, service: Watched, dep: Dependency, event: str, now: float, running: bool) -> Decision:
         """What to do about ``service`` now that ``dep`` (or its group) is ``event`` ("lost" or "back";
         "copy lost" or "copy back": one copy of a group whose state did not change)."""
@@ -207,32 +259,47 @@ class Policy:
                 return Decision(service.unit, "none", f"{what}; already stopped")
             service.stopped_by_us = True
             return Decision(service.unit, "stop", f"{what}: stopping it until it answers again")
+        return self._restart(service, now, what, "restarting it (its probe holds it until the dependency is back)")
+
+    def _restart(self, service: Watched, now: float, what: str, doing: str) -> Decision:
+        """Restart ``service``, unless it was restarted less than an interval ago (for either reason)."""
         if service.last_restart is not None and now - service.last_restart < self.restart_interval:
             ago = now - service.last_restart
             return Decision(service.unit, "none", f"{what}; not restarting: restarted {ago:.0f} s ago, "
                                                   f"at most once every {self.restart_interval:.0f} s")
         service.last_restart = now
-        return Decision(service.unit, "restart",
-                        f"{what}: restarting it (its probe holds it until the dependency is back)")
+        return Decision(service.unit, "restart", f"{what}: {doing}")
 
 
 def watched_services(plans) -> List[Watched]:
     """The services of these unit plans that act on a lost remote dependency
-    (on its own, or a group with a copy on another host)."""
-    return [
-        Watched(p.unit, p.service.on_dependency_loss, p.service.loss_threshold.failures,
-                p.service.loss_threshold.seconds, [Dependency(t) for t in p.remote] + _grouped(p.remote_groups),
-                run_as=run_as(p.service))
-        for p in plans if p.service.on_dependency_loss != "ignore" and (p.remote or p.remote_groups)
-    ]
+    (on its own, or a group with a copy on another host), or on their own health."""
+    return [_watched(p) for p in plans if p.watched]
 
 
-def _grouped(groups) -> List[Dependency]:
+def _watched(plan) -> Watched:
+    service = plan.service
+    acts = service.on_dependency_loss != "ignore"
+    dependencies = [Dependency(t, acts=acts) for t in plan.remote] + _grouped(plan.remote_groups, acts)
+    own = None
+    if service.on_unhealthy != "ignore":
+        # judged only while everything its probe waits for answers: the rest of it is checked too
+        dependencies += [Dependency(t, acts=False) for t in plan.targets if t not in plan.remote]
+        dependencies += _grouped([g for g in plan.groups if g not in plan.remote_groups], False)
+        health = own_readiness(service)
+        assert health is not None, "config: on_unhealthy needs health:"
+        own = Dependency(health, acts=False)
+    return Watched(plan.unit, service.on_dependency_loss, service.loss_threshold.failures,
+                   service.loss_threshold.seconds, dependencies, run_as=run_as(service), health=own,
+                   start_time=defaults.START_TIME if service.start_time is None else service.start_time)
+
+
+def _grouped(groups, acts: bool = True) -> List[Dependency]:
     """A Dependency per copy of each probe group, sharing one DependencyGroup."""
     dependencies = []
     for group in groups:
         shared = DependencyGroup(group.label, group.need)
-        shared.members = [Dependency(t, group=shared) for t in group.targets]
+        shared.members = [Dependency(t, group=shared, acts=acts) for t in group.targets]
         dependencies += shared.members
     return dependencies
 
@@ -264,7 +331,7 @@ class Watcher:
         # with different users each get their own answer (runas.py).
         targets: Dict[Tuple[RunAs, Target], List[Tuple[Watched, Dependency]]] = {}
         for service in self.services:
-            for dep in service.dependencies:
+            for dep in service.dependencies + ([service.health] if service.health else []):
                 targets.setdefault((service.run_as, dep.target), []).append((service, dep))
         # Each identity has its checker and threads of its own: a worker that
         # its user keeps from answering delays that user's checks, no one else's.
@@ -303,21 +370,32 @@ class Watcher:
 
     async def _observe(self, service: Watched, dep: Dependency, result: Result) -> None:
         now = time.monotonic()
+        if dep is service.health:
+            if self.policy.judge(service, result, now):
+                state = await self.systemd.unit_state(service.unit)
+                if state.active_state == "active":  # else stopped, or its probe holds it: nothing to judge
+                    await self._carry_out(service, self.policy.decide_unhealthy(service, now, True))
+            return
         event = self.policy.record(service, dep, result, now, time.time())
-        if event is None:
+        if event is None or not dep.acts:
             return
         running = True
         if event == "lost":
             state = await self.systemd.unit_state(service.unit)
             # a unit whose probe is waiting is "activating": already held back, no restart needed
             running = state.active_state == "active" or (service.mode == "stop" and state.active_state == "activating")
-        decision = self.policy.decide(service, dep, event, now, running)
+        await self._carry_out(service, self.policy.decide(service, dep, event, now, running))
+
+    async def _carry_out(self, service: Watched, decision: Decision) -> None:
         self.log(f"{decision.unit}: {decision.message}")
         if decision.action != "none":
             job = await getattr(self.systemd, f"{decision.action}_unit")(decision.unit)
-            service.actions = (service.actions + [{"action": decision.action, "at": time.time()}])[-10:]
+            service.actions = (service.actions + [{"action": decision.action, "at": time.time(),
+                                                   "reason": decision.message}])[-10:]
             if job is not None:
                 await self.systemd.wait([job], 30.0)
+            # its health is judged again once it has had its start time
+            service.judge_after = time.monotonic() + service.start_time
         self._save()
 
     def _save(self) -> None:
@@ -332,6 +410,7 @@ def save_state(path: str, services: Sequence[Watched]) -> None:
         "units": {
             s.unit: {
                 "mode": s.mode,
+                "on_unhealthy": "restart" if s.health else "ignore",
                 "lost": [{"dependency": d.display, "since": d.lost_at, "reason": d.reason} for d in s.lost()],
                 "actions": s.actions,
             } for s in services
