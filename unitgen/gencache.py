@@ -15,7 +15,8 @@ computed, are kept with the key of everything they were computed from.
   unitgen-generator-cache.service, which the generator adds (with
   unitgen-generator-cache.path, which starts it when conf.yaml is written,
   or a file in the conf directory or conf.d is added, replaced or removed)
-  for a conf of CACHE_MIN_BYTES or more. It is started at boot too. A
+  for a conf of CACHE_MIN_BYTES or more. It is started at boot too (proven
+  on the bed; the path unit's trigger is not, yet). A
   conf.d file written in place is not seen until the next change or boot:
   until then the generator reads the conf (the key differs), as without a
   cache.
