@@ -82,6 +82,11 @@ def test_a_pid_file_written_by_the_daemon_is_trusted_in_the_cgroup(out, tmp_path
     pid = handed_over(out)
     try:
         assert pid == int(daemon_pid_file.read_text())
+        # bash's child forks first and execs sleep next: the PID is the
+        # daemon's from the start, its command line only once exec'd
+        deadline = time.monotonic() + 10
+        while launch._cmdline(pid) != b"sleep 30" and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert launch._cmdline(pid) == b"sleep 30"
     finally:
         kill(pid)
