@@ -18,7 +18,7 @@ from .targets import DEFAULT_TIMEOUT, KINDS, Group, Target, UsageError, need_of,
 PROG = "unitgen-probe"
 
 # Options with a value; the flags; where they may stand.
-_GLOBAL_VALUE = ("--deadline",)
+_GLOBAL_VALUE = ("--deadline", "--slot")
 _TARGET_VALUE = ("--name", "--status", "--body", "--ca-file", "--need")
 GROUP = "group"
 _FLAGS = {"--once": "once", "--any": "any", "-v": "verbose", "--verbose": "verbose",
@@ -38,11 +38,12 @@ class Invocation:
     ``json``, ``help``, ``version``.
     """
 
-    __slots__ = ("targets", "groups", "deadline", "timeout", "once", "any", "verbose",
+    __slots__ = ("targets", "groups", "deadline", "slot", "timeout", "once", "any", "verbose",
                  "quiet", "json", "help", "version")
 
-    def __init__(self, targets=(), deadline=0.0, timeout=DEFAULT_TIMEOUT, groups=(), **flags):
+    def __init__(self, targets=(), deadline=0.0, timeout=DEFAULT_TIMEOUT, groups=(), slot=0.0, **flags):
         self.groups = tuple(groups)
+        self.slot = slot
         self.targets = tuple(targets) + tuple(t for g in self.groups for t in g.targets)
         self.deadline = deadline
         self.timeout = timeout
@@ -79,6 +80,7 @@ def parse_argv(argv):
     if inv.quiet and inv.verbose:
         raise UsageError("-q and -v exclude each other")
     inv.deadline = seconds(globals_.get("--deadline", 0), "--deadline", allow_zero=True)
+    inv.slot = seconds(globals_.get("--slot", 0), "--slot", allow_zero=True)
     inv.timeout = seconds(globals_.get("--timeout", DEFAULT_TIMEOUT), "--timeout", allow_zero=False)
     alone, groups, labels = [], [], set()
     for kind, spec, options in pending:
@@ -154,7 +156,7 @@ def _did_you_mean(word, choices):
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-def format_argv(targets, *, deadline=None, timeout=None, any_=False, groups=()):
+def format_argv(targets, *, deadline=None, timeout=None, any_=False, groups=(), slot=0.0):
     """The canonical argv (after the program name) that waits for *targets*
     (each on its own) and *groups* (`Group`s: need of each).
 
@@ -163,13 +165,15 @@ def format_argv(targets, *, deadline=None, timeout=None, any_=False, groups=()):
     tuple(gs)`` and ``.targets == tuple(ts)`` followed by the groups'
     targets, for any valid targets. *deadline* and *timeout* are seconds
     (None: the probe's default); *any_* makes one passing target (or group)
-    enough.
+    enough; *slot* (seconds, 0: none) is waited once they are ready.
     """
     words = []
     if deadline is not None:
         words.append("--deadline=" + _seconds_text(seconds(deadline, "--deadline", allow_zero=True)))
     if timeout is not None:
         words.append("--timeout=" + _seconds_text(seconds(timeout, "--timeout", allow_zero=False)))
+    if slot:
+        words.append("--slot=" + _seconds_text(seconds(slot, "--slot", allow_zero=True)))
     if any_:
         words.append("--any")
     for target in targets:
@@ -242,6 +246,9 @@ groups (after the targets that must answer on their own):
 global options (before the first target; flags may stand anywhere):
   --deadline SECONDS give up and exit 1 after this long; 0 = wait forever
                      (default 0; units rendered by unitgen always set one)
+  --slot SECONDS     once ready, wait this long more before exiting 0 (paced
+                     release: unitgen gives each dependent of a service with
+                     accepts: its own slot); not counted in --deadline
   --timeout SECONDS  per-attempt timeout of targets without their own
                      (default {DEFAULT_TIMEOUT:g}); before the first target it is global, after
                      a target it is that target's

@@ -92,6 +92,13 @@ class Reporter:
         if self._inv.json:
             self._results()
 
+    def slot(self, now):
+        """Ready; now waiting for the slot of --slot."""
+        line = f"ready after {duration(now - self._start)}; waiting for its slot: {duration(self._inv.slot)} (paced release)"
+        if not self._inv.quiet:
+            self._log(line, now)
+        self._status(line)
+
     def stopped(self, signal_name, now):
         """The probe was stopped by a signal (e.g. "SIGTERM")."""
         final = f"stopped by {signal_name} after {duration(now - self._start)}"

@@ -138,7 +138,9 @@ class Waiter:
                 if all(p.attempts for p in self._probes):
                     return self._finish(ready(self._probes, inv.any), now)
             elif ready(self._probes, inv.any):
-                return self._finish(True, now)
+                if inv.slot:
+                    self._slot(read_fd, now)
+                return self._finish(True, time.monotonic())
             wake = reporter.tick(now)
             if self._deadline is not None:
                 busy = any(p.busy for p in self._probes)
@@ -239,6 +241,16 @@ class Waiter:
                     os.write(self._wake_fd, b"\0")
                 except BlockingIOError:
                     pass  # the pipe is full of wake-ups already
+
+    def _slot(self, read_fd, now):
+        """Ready: wait for this unit's slot (--slot) before exiting, so that
+        the dependents of a paced service do not all start at once."""
+        self._reporter.slot(now)
+        end = now + self._inv.slot
+        left = self._inv.slot
+        while left > 0:
+            self._sleep(read_fd, left)  # raises Interrupted on SIGTERM/SIGINT
+            left = end - time.monotonic()
 
     def _sleep(self, read_fd, seconds):
         """Wait for a wake-up byte or *seconds* (inf: no limit); raise
