@@ -339,7 +339,8 @@ def plan(conf: str, default_start: float, as_json: bool, down: str) -> None:
             "waves": [[label(n) for n in wave] for wave in recovery.waves()],
             "services": [{"service": t.node[0], "host": t.node[1], "wave": t.wave, "start": round(t.start, 3),
                           "ready": round(t.ready, 3), "start_time": t.start_time, "start_time_assumed": t.assumed,
-                          "waits_for": label(t.waits_for) if t.waits_for else None} for t in timings],
+                          "waits_for": label(t.waits_for) if t.waits_for else None, "slot": round(t.slot, 3)}
+                         for t in timings],
             "critical_path": [label(n) for n in recovery.critical_path],
             "estimated_recovery_seconds": round(recovery.total, 3),
             "down": gone,
@@ -363,6 +364,10 @@ def plan(conf: str, default_start: float, as_json: bool, down: str) -> None:
             click.echo(f"  {label(node)}: {why}")
     click.echo(f"\ncritical path: {' → '.join(label(n) for n in recovery.critical_path)}")
     click.echo(f"estimated recovery: {_seconds(recovery.total)} after the last host is up (worst case)")
+    paced = [t.slot for t in timings if t.slot]
+    if paced:
+        click.echo(f"paced release: {len(paced)} service{'s' if len(paced) != 1 else ''} wait for their slot "
+                   f"(accepts:), up to {_seconds(max(paced))}, included above")
     assumed = sum(t.assumed for t in timings)
     if assumed:
         click.echo(f"* no start_time: assumed {default_start:g} s ({assumed} service{'s' if assumed != 1 else ''})")

@@ -445,6 +445,7 @@ class _NativeReader(_Reader):
             probe=ProbeSettings(deadline, attempt, bool(probe.get("any", False))),
             on_dependency_loss=raw.get("on_dependency_loss", "ignore"),
             on_unhealthy=self.on_unhealthy(raw, keys),
+            accepts=self.accepts(raw, keys),
             loss_threshold=LossThreshold(
                 loss.get("failures", LossThreshold.failures),
                 self.span(loss, "seconds", keys + ("loss_threshold",), LossThreshold.seconds)
@@ -540,6 +541,27 @@ class _NativeReader(_Reader):
                 self.problem(f"no host named {name!r} in hosts:{did_you_mean(name, list(hosts))}",
                              keys + ("host",), raw.mark_of("host"))
         return names
+
+    def accepts(self, raw: MarkedMap, keys) -> Optional[float]:
+        """accepts: ``20/s`` (or a bare number), new dependents per second, above 0."""
+        value = raw.get("accepts")
+        if value is None:
+            return None
+        rate = None
+        if isinstance(value, str):
+            number, slash, unit = value.partition("/")
+            if slash and unit.strip() == "s":
+                try:
+                    rate = float(number.strip())
+                except ValueError:
+                    rate = None
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            rate = float(value)
+        if rate is None or not 0 < rate < float("inf"):
+            self.problem("expected a rate above 0 such as 20/s (new dependents per second)",
+                         keys + ("accepts",), raw.mark_of("accepts"))
+            return None
+        return rate
 
     def on_unhealthy(self, raw: MarkedMap, keys) -> str:
         """on_unhealthy: restart judges the service by its own health: URL; without one there is nothing to judge."""

@@ -58,6 +58,7 @@ class UnitPlan:
     upholds: Tuple[str, ...] = ()  # same-host units this one starts again once it is back
     groups: Tuple[Group, ...] = ()  # what the probe waits for ``need`` of: replicated services, any:/of: checks
     remote_groups: Tuple[Group, ...] = ()  # those with a member on another host: what `unitgen watch` watches
+    slot: float = 0.0  # paced release: seconds its probe waits once ready (Graph.slots)
 
     @property
     def watched(self) -> bool:
@@ -99,6 +100,7 @@ class Timing:
     start_time: float
     assumed: bool  # start_time was not given
     waits_for: Optional[Node]  # the dependency that decided ``start``
+    slot: float = 0.0  # paced release: included in ``start``
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,7 @@ def plan(conf: Conf, host: Optional[str]) -> List[UnitPlan]:
         raise ConfigError(problems)
     here = [s for s in conf.services.values() if host in placements(conf, s)]
     resolved = {s.name: _resolve(conf, s, host, graph) for s in here}
+    slots = graph.slots()
     upholds: Dict[str, List[str]] = {}
     for service in here:
         if service.on_dependency_loss != "ignore":
@@ -178,7 +181,7 @@ def plan(conf: Conf, host: Optional[str]) -> List[UnitPlan]:
         binds_to = r.binds if service.on_dependency_loss != "ignore" else ()
         plans.append(UnitPlan(service, host, unit, tuple(r.targets), tuple(r.after), tuple(r.remote),
                               tuple(binds_to), tuple(upholds.get(unit, ())), tuple(r.groups),
-                              tuple(r.remote_groups)))
+                              tuple(r.remote_groups), slots.get((service.name, host), 0.0)))
     return plans
 
 
@@ -399,6 +402,28 @@ class Graph:
             if not reached and not any(n[0] == name for n in self.pointed_at(dep.target, host)):
                 self.externals[node].append(dep.target)
 
+    def slots(self) -> Dict[Node, float]:
+        """Paced release: the seconds each dependent's probe waits once ready.
+
+        The dependents of a service with ``accepts: R/s`` (every node with an
+        edge to one of its copies, across the fleet) are ordered by a hash of
+        their service and host, and the k-th gets the slot k/R: R a second,
+        evenly. The order depends on nothing else, so a new dependent never
+        reorders the others (those after it move by 1/R). A node that depends
+        on several paced services waits the longest of its slots. O(edges)."""
+        dependents: Dict[str, Dict[Node, None]] = {}
+        for node, edges in self.out.items():
+            for edge in edges:
+                if self.conf.services[edge.target[0]].accepts and edge.target[0] != node[0]:
+                    dependents.setdefault(edge.target[0], {})[node] = None
+        slots: Dict[Node, float] = {}
+        for name, nodes in dependents.items():
+            rate = self.conf.services[name].accepts
+            assert rate is not None
+            for rank, node in enumerate(sorted(nodes, key=_slot_key)):
+                slots[node] = max(slots.get(node, 0.0), rank / rate)
+        return slots
+
     def pointed_at(self, target: Target, source_host: Optional[str]) -> List[Node]:
         """The services of the conf a tcp/http target reaches, if any."""
         if target.kind == "tcp":
@@ -523,6 +548,7 @@ class Graph:
         """
         from unitgen_probe.wait import MAX_GAP
 
+        slots = self.slots()
         down_set = set(down)
         requirements = {n: self.requirements(n) for n in self.nodes}
         counts = {n: [0] * len(reqs) for n, reqs in requirements.items()}
@@ -543,9 +569,11 @@ class Graph:
                 return
             service = self.conf.services[node[0]]
             start, wave, waits_for = start_at[node]
+            slot = slots.get(node, 0.0)  # its probe waits its slot once what it needs is ready
+            start += slot
             assumed = service.start_time is None
             start_time = default_start_time if service.start_time is None else service.start_time
-            timings[node] = Timing(node, wave, start, start + start_time, start_time, assumed, waits_for)
+            timings[node] = Timing(node, wave, start, start + start_time, start_time, assumed, waits_for, slot)
             heapq.heappush(heap, (start + start_time, order[node], node))
 
         for node in self.nodes:
@@ -667,3 +695,11 @@ def _cycle_within(component: set, successors: Mapping[Node, Sequence[Node]], sta
                 parent[child] = node
                 queue.append(child)
     raise AssertionError("a strongly connected component without a cycle")
+
+
+def _slot_key(node: Node) -> bytes:
+    """A dependent's place in a paced service's order: a hash of its service
+    and host, the same on every host and every render."""
+    import hashlib
+
+    return hashlib.sha256(f"{node[0]}@{node[1] or ''}".encode()).digest()

@@ -135,6 +135,7 @@ class Service:
     # other, and a dependency on it needs this many copies by default.
     peers: Optional[Need] = None
     on_dependency_loss: OnLoss = "ignore"
+    accepts: Optional[float] = None  # new dependents per second it takes (paced release); None: no pacing
     on_unhealthy: OnUnhealthy = "ignore"  # restart it when its own health: fails while its deps answer
     loss_threshold: LossThreshold = LossThreshold()
     start_time: Optional[float] = None

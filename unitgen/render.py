@@ -113,7 +113,7 @@ class Renderer:
         probe: List[str] = []
         if plan.targets or plan.groups:
             probe = [*self.probe_argv, *format_argv(plan.targets, deadline=s.probe.deadline, timeout=s.probe.timeout,
-                                              any_=s.probe.any, groups=plan.groups)]
+                                              any_=s.probe.any, groups=plan.groups, slot=plan.slot)]
         raw, left_out = _version_gate(s.raw, self.systemd_version)
         try:
             text = self._render_unit(s, raw, left_out, plan, source, source_path, probe)
@@ -152,7 +152,7 @@ class Renderer:
             probe=probe,
             exec_start=exec_start,
             launch_pid_file=launch_pid_file,
-            start_timeout=s.probe.deadline + START_TIMEOUT_MARGIN,
+            start_timeout=s.probe.deadline + plan.slot + START_TIMEOUT_MARGIN,
         )
 
 
