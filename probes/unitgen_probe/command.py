@@ -10,7 +10,7 @@ import select
 import signal
 import subprocess
 
-from .frame import Failed, children, kill_group
+from .frame import Failed, adopt, children, kill_group
 from .targets import printable
 
 #: How much of the command's output is kept; its last line explains a failure.
@@ -30,7 +30,7 @@ def check_exec(target, budget):
                                 stderr=subprocess.STDOUT, start_new_session=True)
     except OSError as error:
         raise Failed(f"cannot run /bin/sh: {error.strerror}") from None
-    children.add(proc.pid)  # its session's process group, for frame.kill_running()
+    adopt(proc.pid)  # its session's process group, for frame.kill_running()
     try:
         tail, status = _wait(proc, budget)
     finally:

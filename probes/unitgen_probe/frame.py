@@ -38,12 +38,30 @@ class Budget:
         return Failed(f"timed out after {round(self.seconds, 1):g} s{during}{why}")
 
 
+#: Set once the probe is stopping: a helper that starts after that is killed
+#: as soon as it is known (`adopt`), not left running past the probe.
+_stopping = False
+
+
+def adopt(group):
+    """Count *group* among the helpers in flight, and kill it at once if the
+    probe is stopping already: its child may run (and be seen running) before
+    the thread that started it gets back here. Added first, then the flag
+    read, while `kill_running` sets the flag first, then reads the set: one of
+    the two always sees the other."""
+    children.add(group)
+    if _stopping:
+        kill_group(group)
+
+
 def kill_running():
     """Kill every helper process group in flight (the probe is stopping).
 
     Does not wait for them: a process stuck in the kernel must not hold the
     probe's exit back.
     """
+    global _stopping
+    _stopping = True
     for group in list(children):
         kill_group(group)
 

@@ -20,7 +20,7 @@ import stat
 from time import monotonic
 from urllib.parse import quote, unquote, urljoin
 
-from .frame import Failed, children, kill_group
+from .frame import Failed, adopt, children, kill_group
 from .net import connect_any, is_address, reason, resolve
 from .targets import UsageError, accepts, parse_url, printable, redact
 
@@ -270,7 +270,7 @@ def _body_matches(pattern, data, charset, budget):
         os.setpgid(pid, pid)  # as the child does: whoever runs first, it leads its group
     except OSError:
         pass
-    children.add(pid)
+    adopt(pid)
     answer = b""
     try:
         poller = select.poll()
