@@ -32,6 +32,7 @@ def test_wheel_contains_templates_schema_and_probe(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "unitgen/templates/service.j2" in names
     assert "unitgen/schema.json" in names
+    assert {"unitgen/boardpage.html", "unitgen/boardpage.css", "unitgen/boardpage.js"} <= names  # the board's page
     assert "unitgen_probe/__init__.py" in names and "unitgen_probe/cli.py" in names
     assert not any(n.startswith(("probes/", "templates/", "tests/")) for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))

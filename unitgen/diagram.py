@@ -19,7 +19,7 @@ import subprocess
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from .errors import UnitgenError
-from .graph import Graph, Node, placements
+from .graph import Graph, Node, node_label, placements
 from .model import GroupDependency, ServiceDependency, need_count
 
 IMAGE_FORMATS = ("svg", "png")
@@ -108,7 +108,20 @@ def mermaid(graph: Graph) -> str:
     return "\n".join(lines) + "\n"
 
 
-def dot(graph: Graph) -> str:
+# The longest state word the board writes into a node's second line
+# (unitgen/boardpage.py): dot sizes the box for it, the page replaces it.
+STATE_PLACEHOLDER = "root-cause"
+
+
+def element_id(label: str, kind: str = "u") -> str:
+    """An SVG element id for a node label ("db@h1", kind "u") or a host (kind "h"):
+    hex, so nothing of a conf reaches markup raw."""
+    return f"{kind}-" + label.encode("utf-8", "surrogatepass").hex()
+
+
+def dot(graph: Graph, board: bool = False) -> str:
+    """Graphviz dot text; ``board``: every service node and host cluster also
+    carries an ``id`` (element_id) and a second line for the live page to fill."""
     layout = _Layout(graph)
     lines = ["digraph unitgen {", "  rankdir=LR;", '  graph [fontname="sans-serif"];',
              '  node [shape=box, style=rounded, fontname="sans-serif"];',
@@ -118,8 +131,14 @@ def dot(graph: Graph) -> str:
         if host is not None:
             lines.append(f"  subgraph cluster_{layout.ids[nodes[0]]} {{")
             lines.append(f"    label={_dot_text(host)};")
+            if board:
+                lines.append(f'    id="{element_id(host, "h")}";')
             indent = "    "
-        lines.extend(f"{indent}{layout.ids[n]} [label={_dot_text(n[0])}];" for n in nodes)
+        if board:
+            lines.extend(f'{indent}{layout.ids[n]} [label={_dot_text(n[0])[:-1]}\\n{STATE_PLACEHOLDER}", '
+                         f'id="{element_id(node_label(n))}"];' for n in nodes)
+        else:
+            lines.extend(f"{indent}{layout.ids[n]} [label={_dot_text(n[0])}];" for n in nodes)
         if host is not None:
             lines.append("  }")
     if layout.external_ids:

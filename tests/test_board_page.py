@@ -1,0 +1,318 @@
+"""The board's live page (unitgen/boardpage.py) without the bed: the server's
+routes and headers, its refresher, and the page itself in headless Chromium
+(tests/browser.py) with documents of the board's shape made here, hostile
+strings included. The page during a real drill: tests/test_board_page_bed.py.
+
+Screenshots go to $UNITGEN_ARTIFACTS when set, else to the test's tmp_path
+(printed; run with -s to see where).
+"""
+
+import http.client
+import json
+import os
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+import browser
+from unitgen import boardpage, config, diagram
+from unitgen.errors import UsageError
+
+CONF = """\
+version: 1
+hosts:
+  h1: {address: 10.248.0.11}
+  h2: {address: 10.248.0.12}
+  h3: {address: 10.248.0.13}
+services:
+  db: {host: h1, exec: [/bin/true], listen: 7001}
+  cache: {host: h2, exec: [/bin/true], listen: 7002}
+  api: {host: h2, exec: [/bin/true], listen: 7003, health: "http://{host}:7003/health",
+        deps: [{service: db}, {service: cache}]}
+  web: {host: h3, exec: [/bin/true], listen: 7004, health: "http://{host}:7004/health", deps: [{service: api}]}
+"""
+HOSTILE = '<img src=x id=injected>"\'&</script><script>document.title="owned"</script>'
+
+
+def service(id_, state, wave, needs=(), waiting_on=(), ready_at=None, detail="", status_line=None, now=1.7e9):
+    name, _, host = id_.partition("@")
+    return {"id": id_, "service": name, "host": host, "state": state, "since": now - 30, "ready_at": ready_at,
+            "wave": wave, "needs": list(needs), "waiting_on": list(waiting_on), "check": f"tcp {host}:7000",
+            "detail": detail, "status_line": status_line, "status_source": "ssh" if status_line else "inferred",
+            "replicas": None}
+
+
+def document(now=1.7e9, detail=HOSTILE):
+    services = [
+        service("db@h1", "root-cause", 0, detail=detail, now=now),
+        service("cache@h2", "ready", 0, ready_at=now - 12.5, now=now),
+        service("api@h2", "waiting", 1, needs=["db@h1", "cache@h2"], waiting_on=["db@h1"],
+                status_line=detail, now=now),
+        service("web@h3", "down", 2, needs=["api@h2"], now=now),
+    ]
+    return {"version": 1, "time": now, "ready": 1, "total": 4, "all_ready": False, "down_since": now - 40,
+            "estimate_left": 9.0, "root_causes": ["db@h1"],
+            "hosts": [{"name": f"h{i}", "address": f"10.248.0.1{i}"} for i in (1, 2, 3)],
+            "waves": [{"wave": 0, "ready": 1, "total": 2}, {"wave": 1, "ready": 0, "total": 1},
+                      {"wave": 2, "ready": 0, "total": 1}],
+            "services": services}
+
+
+@pytest.fixture
+def conf(tmp_path):
+    path = tmp_path / "conf.yaml"
+    path.write_text(CONF)
+    return config.load(str(path))
+
+
+@pytest.fixture
+def artifacts(tmp_path):
+    where = Path(os.environ.get("UNITGEN_ARTIFACTS") or tmp_path / "artifacts")
+    where.mkdir(parents=True, exist_ok=True)
+    print(f"\nartifacts: {where}")
+    return where
+
+
+@contextmanager
+def served(refresh, svg=None, interval=0.05, report=None, address="127.0.0.1"):
+    with boardpage.Page(refresh, address, 0, svg, interval, report=report) as page:
+        thread = threading.Thread(target=page.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield page
+        finally:
+            page.close()
+            thread.join()
+
+
+def get(page, path, method="GET", host=None):
+    connection = http.client.HTTPConnection(page.server.server_address[0], page.server.port, timeout=10)
+    try:
+        connection.putrequest(method, path, skip_host=True)
+        if host != "":  # "": no Host header at all
+            connection.putheader("Host", host or f"127.0.0.1:{page.server.port}")
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()
+
+
+def wait_for_document(page):
+    for _ in range(500):
+        if page.latest.get() is not None:
+            return
+        time.sleep(0.01)
+    raise AssertionError("no document")
+
+
+# -- the address ----------------------------------------------------------------
+
+@pytest.mark.parametrize("text, expected", [("127.0.0.1:8080", ("127.0.0.1", 8080)), ("[::1]:0", ("::1", 0)),
+                                             ("10.248.0.1:80", ("10.248.0.1", 80))])
+def test_serve_takes_a_literal_address_and_port(text, expected):
+    assert boardpage.parse_address(text) == expected
+
+
+@pytest.mark.parametrize("text", ["8080", ":8080", "localhost:8080", "::1:8080", "127.0.0.1:", "127.0.0.1:http",
+                                  "127.0.0.1:65536", "127.0.0.1:٨٠", "[::1]", "127.0.0.1:8080\n"])
+def test_serve_refuses_what_is_not_address_and_port(text):
+    with pytest.raises(UsageError):
+        boardpage.parse_address(text)
+
+
+def test_a_port_in_use_is_one_operational_error():
+    with served(lambda: document()) as page:
+        with pytest.raises(boardpage.UnitgenError, match=f":{page.server.port}:"):
+            boardpage.Page(lambda: document(), "127.0.0.1", page.server.port, None)
+
+
+# -- the server -----------------------------------------------------------------
+
+def test_the_page_is_self_contained_under_a_nonce_policy():
+    with served(lambda: document()) as page:
+        status, headers, body = get(page, "/")
+    assert status == 200 and headers["Content-Type"] == "text/html; charset=utf-8"
+    policy = headers["Content-Security-Policy"]
+    nonce = policy.split("'nonce-", 1)[1].split("'", 1)[0]
+    assert f"script-src 'nonce-{nonce}'" in policy and f"style-src 'nonce-{nonce}'" in policy
+    assert policy.startswith("default-src 'none';") and "connect-src 'self'" in policy
+    dom = browser.parse(body.decode())
+    scripts, styles = dom.find("script"), dom.find("style")
+    assert len(scripts) == 1 and len(styles) == 1
+    assert scripts[0].attrs == {"nonce": nonce} and styles[0].attrs == {"nonce": nonce}
+    # Nothing loaded from anywhere: no element names another resource.
+    assert not [e.tag for e in dom.walk() if {"src", "href"} & set(e.attrs)]
+    assert headers["X-Content-Type-Options"] == "nosniff" and headers["Cache-Control"] == "no-store"
+
+
+def test_each_page_gets_a_fresh_nonce():
+    with served(lambda: document()) as page:
+        policies = {get(page, "/")[1]["Content-Security-Policy"] for _ in range(3)}
+    assert len(policies) == 3
+
+
+def test_requests_read_the_latest_document_and_never_refresh():
+    calls = []
+    hold = threading.Event()
+
+    def refresh():
+        calls.append(1)
+        if len(calls) > 1:
+            hold.wait(30)  # the second refresh is still running while the requests come
+        return document(now=1.7e9 + len(calls))
+
+    with served(refresh) as page:
+        wait_for_document(page)
+        bodies = {get(page, "/board.json")[2] for _ in range(40)}
+        count = len(calls)
+        hold.set()
+    assert count <= 2
+    assert len(bodies) == 1 and json.loads(bodies.pop())["time"] == 1.7e9 + 1
+
+
+def test_no_document_yet_is_503_then_the_document():
+    hold = threading.Event()
+
+    def refresh():
+        hold.wait(30)
+        return document()
+
+    with served(refresh) as page:
+        status, headers, _ = get(page, "/board.json")
+        assert (status, headers["Retry-After"]) == (503, "1")
+        hold.set()
+        wait_for_document(page)
+        status, headers, body = get(page, "/board.json")
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    assert json.loads(body) == document()
+
+
+def test_a_failing_refresh_keeps_the_last_document_and_says_why_once():
+    calls, said = [], []
+    failed_thrice = threading.Event()
+
+    def refresh():
+        calls.append(1)
+        if len(calls) == 1:
+            return document()
+        if len(calls) >= 4:
+            failed_thrice.set()
+        raise OSError("the fleet is on fire")
+
+    with served(refresh, report=said.append) as page:
+        assert failed_thrice.wait(30)
+        status, _, body = get(page, "/board.json")
+    assert status == 200 and json.loads(body) == document()
+    assert said == ["unitgen board: refresh failed: the fleet is on fire"]
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:{port}", "127.0.0.1:1", "127.0.0.1", ""])
+def test_other_host_names_are_refused(host):
+    with served(lambda: document()) as page:
+        wait_for_document(page)
+        status, _, body = get(page, "/board.json", host=host.format(port=page.server.port))
+    assert status == 421 and b"version" not in body
+
+
+def test_localhost_is_the_loopback_address_too():
+    with served(lambda: document()) as page:
+        wait_for_document(page)
+        assert get(page, "/board.json", host=f"localhost:{page.server.port}")[0] == 200
+
+
+def test_unknown_paths_and_methods_echo_nothing():
+    with served(lambda: document()) as page:
+        assert get(page, "/etc/passwd")[0] == 404
+        assert get(page, "/board.json/..")[0] == 404
+        status, _, body = get(page, "/<script>", method="POST")
+        assert get(page, "/", method="HEAD")[2] == b""
+    assert status == 501 and body == b"501\n"
+
+
+def test_graph_svg_is_dot_layout_with_hex_ids(conf):
+    svg = boardpage.graph_svg(conf)
+    with served(lambda: document(), svg=svg) as page:
+        status, headers, body = get(page, "/graph.svg")
+    assert status == 200 and headers["Content-Type"] == "image/svg+xml" and body == svg
+    dom = browser.parse(svg.decode())
+    ids = {bytes.fromhex(g.attrs["id"].replace("&#45;", "-")[2:]).decode() for g in dom.find("g", cls="node")
+           if g.attrs["id"].startswith("u")}
+    assert ids == {"db@h1", "cache@h2", "api@h2", "web@h3"}
+    clusters = {g.attrs["id"] for g in dom.find("g", cls="cluster")}
+    assert clusters == {diagram.element_id(h, "h") for h in ("h1", "h2", "h3")}
+
+
+def test_no_graphviz_is_404_for_the_layout():
+    with served(lambda: document(), svg=None) as page:
+        assert get(page, "/graph.svg")[0] == 404
+
+
+# -- the page in Chromium -------------------------------------------------------
+
+def board_states(dom):
+    """What the page shows for each service: its row, its graph node and that node's text."""
+    rows = {tr.attrs["data-id"]: tr.attrs["data-state"] for tr in dom.find("tr", attr="data-id")}
+    nodes = {}
+    for node in dom.find("g", cls="node"):
+        if node.attrs.get("id", "").startswith("u-"):
+            label = bytes.fromhex(node.attrs["id"][2:]).decode()
+            texts = [t.text() for t in node.find("text")]
+            nodes[label] = (node.attrs.get("data-state"), texts[-1])
+    return rows, nodes
+
+
+def assert_page_shows(dom, doc):
+    rows, nodes = board_states(dom)
+    expected = {s["id"]: s["state"] for s in doc["services"]}
+    assert rows == expected
+    assert nodes == {id_: (state, state) for id_, state in expected.items()}
+    assert [li.attrs["data-id"] for li in dom.by_id("root-list").find("li")] == doc["root_causes"]
+    assert dom.by_id("count").text() == f"{doc['ready']} / {doc['total']}"
+    waves = {li.attrs["data-wave"]: li.find("span", cls="wave-count")[0].text() for li in dom.by_id("waves").find("li")}
+    assert waves == {str(w["wave"]): f"{w['ready']} / {w['total']}" for w in doc["waves"]}
+    timeline = [g.attrs["data-id"] for g in dom.by_id("timeline").find("g", cls="row")]
+    assert sorted(timeline) == sorted(expected)
+
+
+def assert_nothing_injected(dom):
+    assert not [e for e in dom.walk() if e.attrs.get("id") == "injected"]
+    assert len(dom.find("script")) == 1
+    assert dom.find("title")[0].text() == "unitgen board"
+    # The hostile text is there, as text.
+    assert HOSTILE in dom.by_id("root-list").text()
+    says = {tr.attrs["data-id"]: tr.find("td")[7].text() for tr in dom.find("tr", attr="data-id")}
+    assert says["api@h2"] == f"{HOSTILE} (ssh)"
+
+
+@pytest.mark.parametrize("layout", ["graphviz", "builtin"])
+def test_the_page_in_chromium_shows_each_state(layout, conf, tmp_path, artifacts):
+    browser.require()
+    doc = document(now=time.time())
+    svg = boardpage.graph_svg(conf) if layout == "graphviz" else None
+    assert (svg is not None) == (layout == "graphviz")
+    with served(lambda: doc, svg=svg) as page:
+        dom = browser.load(page.url, str(tmp_path / "profile"))
+        shot = artifacts / f"board-page-{layout}.png"
+        browser.screenshot(page.url, str(shot), str(tmp_path / "profile"))
+    print(f"screenshot: {shot}")
+    assert dom.by_id("graph").attrs["data-layout"] == layout
+    assert dom.find("body")[0].attrs["data-doc-time"] == repr(doc["time"])
+    assert dom.find("body")[0].attrs["data-state"] == "recovering"
+    assert_page_shows(dom, doc)
+    assert_nothing_injected(dom)
+
+
+def test_the_page_in_chromium_says_when_the_board_cannot_be_reached(tmp_path):
+    browser.require()
+    hold = threading.Event()
+    try:
+        with served(lambda: hold.wait(60) and document()) as page:
+            dom = browser.load(page.url, str(tmp_path / "profile"))
+    finally:
+        hold.set()
+    assert dom.by_id("stale").text() == "no fresh data: HTTP 503"
+    assert dom.find("body")[0].attrs["data-state"] == "loading"
