@@ -33,6 +33,9 @@ def test_the_cli_uses_the_defaults():
     assert option_default("status", "interval") == defaults.STATUS_INTERVAL
     assert option_default("watch", "interval") == defaults.WATCH_INTERVAL
     assert option_default("watch", "restart-interval") == defaults.RESTART_INTERVAL
+    assert option_default("board", "interval") == defaults.BOARD_INTERVAL
+    assert option_default("board", "timeout") == defaults.BOARD_TIMEOUT
+    assert option_default("board", "in-flight") == defaults.BOARD_IN_FLIGHT
 
 
 def test_the_model_uses_the_defaults():

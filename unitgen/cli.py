@@ -487,6 +487,48 @@ def status(conf: str, host: Optional[str], bus_address: Optional[str], as_json: 
                          echo=lambda text: click.echo(text, color=colour)))
 
 
+@cli.command(context_settings=CONTEXT)
+@conf_argument
+@click.option("--watch", is_flag=True, help="Refresh until every service is ready, or Ctrl-C.")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=defaults.BOARD_INTERVAL, show_default=True,
+              metavar="SECONDS", help="Time between refreshes with --watch.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document per refresh, one line each.")
+@click.option("--timeout", type=click.FloatRange(min=0.01), default=defaults.BOARD_TIMEOUT, show_default=True,
+              metavar="SECONDS", help="Per check.")
+@click.option("--in-flight", type=click.IntRange(min=1), default=defaults.BOARD_IN_FLIGHT, show_default=True,
+              metavar="N", help="Checks at once, at most.")
+@click.option("--ssh", is_flag=True,
+              help="Also ask each host's systemd (ssh HOST systemctl show, your own ssh config) "
+                   "what its units that are not ready wait for.")
+def board(conf: str, watch: bool, interval: float, as_json: bool, timeout: float, in_flight: int,
+          ssh: bool) -> None:
+    """Show the whole fleet's recovery from here: every service ready, waiting or a root cause.
+
+    Checks every service of the conf on every host as its dependents do (its
+    health URL, else its listen port), in parallel. A service that is down
+    while something it needs is down is waiting; down while all it needs
+    answers (or needing nothing), it is a root cause, listed first. Exit 0
+    only when every service is ready (with --watch: once they are).
+
+    \b
+    Example:
+      unitgen board /etc/unitgen/conf.yaml
+      unitgen board conf.yaml --watch
+      unitgen board conf.yaml --watch --json | tee recovery.jsonl
+    """
+    import shutil
+
+    from . import board as boarding
+    from .status import colour_wanted
+
+    colour = not as_json and colour_wanted(sys.stdout, os.environ)
+    tty = not as_json and sys.stdout.isatty()
+    rows = max(shutil.get_terminal_size().lines - 12, 5) if tty and watch else None
+    sys.exit(boarding.run(_load(conf), watch=watch, interval=interval, as_json=as_json, in_flight=in_flight,
+                          timeout=timeout, ssh=ssh, colour=colour, clear=watch and tty, rows=rows,
+                          echo=lambda text: click.echo(text, color=colour)))
+
+
 @cli.command("install-generator", context_settings=CONTEXT)
 @click.option("--root", default="/", show_default=True, metavar="DIR",
               help="Install into the system below DIR (an image, a test).")

@@ -37,3 +37,8 @@ APPLY_WAIT = 30.0
 APPLY_SETTLE = 5.0
 #: unitgen status --watch --interval: time between refreshes.
 STATUS_INTERVAL = 2.0
+#: unitgen board: --interval between refreshes with --watch, --timeout of each
+#: check, --in-flight checks at once at most.
+BOARD_INTERVAL = 1.0
+BOARD_TIMEOUT = 1.0
+BOARD_IN_FLIGHT = 256

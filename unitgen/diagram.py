@@ -84,6 +84,16 @@ class _Layout:
                 yield self.ids[node], self.external_ids[target.display], label, False
 
 
+def layout_ids(graph: Graph) -> Dict[str, str]:
+    """{a node's id in mermaid/dot/svg (dot's node name, svg's ``<title>``):
+    the board's id of it (``service@host``, board.node_id)}; a replicated
+    service's own node (the hexagon) maps to the service's name."""
+    layout = _Layout(graph)
+    ids = {nid: node_label(node) for node, nid in layout.ids.items()}
+    ids.update({rid: name for name, rid in layout.replicated.items()})
+    return ids
+
+
 def mermaid(graph: Graph) -> str:
     layout = _Layout(graph)
     lines = ["flowchart LR"]

@@ -29,7 +29,7 @@ from __future__ import annotations
 import heapq
 import socket
 from dataclasses import dataclass, field, replace
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Collection, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from unitgen_probe import Target
 from unitgen_probe.targets import Group
@@ -330,6 +330,13 @@ def _readiness(service: Service, address: str, label: str, timeout: Optional[flo
     return Target("tcp", join_host_port(address, service.listen), name=label, timeout=timeout)
 
 
+def readiness_at(service: Service, address: str, label: str, timeout: Optional[float] = None) -> Target:
+    """What tells that ``service`` at ``address`` is ready, as its dependents
+    on another host check it: its health URL, else its listen port. It must
+    have one of them."""
+    return _readiness(service, address, label, timeout)
+
+
 def own_readiness(service: Service) -> Optional[Target]:
     """What tells, on its own host, that ``service`` is ready; None without listen: or health:."""
     if not (service.health or service.listen):
@@ -528,7 +535,8 @@ class Graph:
                 plain.append((1, [edge.target]))
         return plain + [(need, list(dict.fromkeys(nodes))) for need, nodes in groups.values()]
 
-    def recovery(self, default_start_time: float = defaults.START_TIME, down: Sequence[str] = ()) -> Recovery:
+    def recovery(self, default_start_time: float = defaults.START_TIME, down: Sequence[str] = (),
+                 up: Collection[Node] = ()) -> Recovery:
         """How the fleet comes back after a full power cut, every host up at
         t=0 but those of ``down``, which never come back.
 
@@ -545,6 +553,10 @@ class Graph:
         A service of a host that comes back but never starts (what it needs
         never is ready: hosts down, a need larger than the copies) is in
         ``stuck`` with the reason. A cycle raises ConfigError.
+
+        ``up``: services that already run and answer (the board's view during
+        a recovery): ready at t=0 whatever they need, so that ``total`` is
+        what is left of the recovery from now.
         """
         from unitgen_probe.wait import MAX_GAP
 
@@ -573,11 +585,14 @@ class Graph:
             start += slot
             assumed = service.start_time is None
             start_time = default_start_time if service.start_time is None else service.start_time
+            if node in up:
+                start, slot, start_time = 0.0, 0.0, 0.0
             timings[node] = Timing(node, wave, start, start + start_time, start_time, assumed, waits_for, slot)
             heapq.heappush(heap, (start + start_time, order[node], node))
 
+        up = frozenset(up)
         for node in self.nodes:
-            if missing[node] == 0:
+            if missing[node] == 0 or node in up:
                 schedule(node)
         # A cluster (peers:) is ready only once its need of copies run: a copy that
         # runs before is held in ``running`` until then, and is ready with the last.
@@ -610,7 +625,7 @@ class Graph:
                     start, waits_for = noticed, node
                 start_at[dependent] = (start, max(wave, ready.wave + 1), waits_for)
                 missing[dependent] -= 1
-                if missing[dependent] == 0:
+                if missing[dependent] == 0 and dependent not in up:
                     schedule(dependent)
         stuck: Dict[Node, str] = {}
         done = set(settled)
