@@ -134,6 +134,47 @@ def test_a_second_apply_restarts_only_the_changed_unit(host):
     assert last_reload(host) == reloaded  # nothing changed: no reload either
 
 
+def test_json_reports_units_jobs_changed_and_redacted_diffs(host):
+    """apply --json, what the Ansible module reads (ansible_collections/unitgen/fleet)."""
+    def apply_json(*args, conf_text=None):
+        result = unitgen(host, "apply", CONF_PATH, "--json", *args, conf_text=conf_text)
+        (line,) = result.stdout.splitlines()
+        return json.loads(line)
+
+    secret = lambda n: f'    environment: {{TOKEN: "hunter2-{n}"}}\n'
+    first = apply_json(conf_text=conf("db", "web") + secret(1))
+    assert first["changed"] is True and first["failed"] is False and first["exit_code"] == 0
+    assert first["units"] == {"added": ["db.service", "web.service"], "changed": [], "removed": [], "unchanged": []}
+    assert [(j["unit"], j["job"], j["result"]) for j in first["jobs"]] == [
+        ("db.service", "start", "ok"), ("web.service", "start", "ok")]
+    assert first["diff"] == [] and "reloaded  systemd 252" in "\n".join(first["log"])
+    pids = main_pids(host, "db.service", "web.service")
+
+    again = apply_json()
+    assert again["changed"] is False and again["jobs"] == [] and again["units"]["unchanged"] == ["db.service", "web.service"]
+
+    host.write_file(CONF_PATH, conf("db", "web") + secret(2))
+    reloaded = last_reload(host)
+    dry = apply_json("--dry-run", "--diff")
+    assert dry["changed"] is True and dry["dry_run"] is True and dry["units"]["changed"] == ["web.service"]
+    assert dry["intended"] == {"stop": [], "enable": [], "start": [], "restart": ["web.service"], "reload": True}
+    (diff,) = dry["diff"]
+    assert (diff["unit"], diff["action"], diff["path"]) == ("web.service", "update", f"{UNITS}/web.service")
+    assert "-Environment=\"TOKEN=<redacted " in diff["unified"] and "+Environment=\"TOKEN=<redacted " in diff["unified"]
+    assert "hunter2" not in json.dumps(dry)
+    assert "hunter2-1" in host.read_file(f"{UNITS}/web.service")  # nothing written, nothing restarted
+    assert main_pids(host, "db.service", "web.service") == pids and last_reload(host) == reloaded
+
+    human = unitgen(host, "apply", CONF_PATH, "--dry-run", "--diff").stdout  # the human lines, with the diff
+    assert human.startswith("change    web.service\nunchanged 1 unit\n") and diff["unified"] in human + "\n"
+
+    done = apply_json("--diff")
+    assert done["changed"] is True and done["units"]["changed"] == ["web.service"] and done["diff"] == dry["diff"]
+    assert [(j["unit"], j["job"], j["result"]) for j in done["jobs"]] == [("web.service", "restart", "ok")]
+    after = main_pids(host, "db.service", "web.service")
+    assert after["db.service"] == pids["db.service"] and after["web.service"] not in (pids["web.service"], 0)
+
+
 def test_services_that_left_the_conf_are_stopped_disabled_reset_and_their_files_gone(host):
     unitgen(host, "apply", CONF_PATH, conf_text=conf("db", "web", "stubborn"))
     db_pid = main_pids(host, "db.service")

@@ -53,10 +53,11 @@ from unitgen_probe import Target
 
 from . import bus, defaults, graph, journal, lint, paths, systemd, takeover
 from .bus import JobKind
-from .errors import UnitgenError
+from .errors import MAX_PROBLEMS, UnitgenError, one_line
 from .install import OutputDir, Plan
 from .model import Conf
 from .render import Renderer
+from .rendering import UnitDiff, unit_diffs
 from .status import last_reason, state_cell, state_text
 
 DEFAULT_OUTPUT = "/etc/systemd/system"
@@ -101,34 +102,116 @@ class Changes:
                    plan.named("remove", "forget"), plan.named("unchanged"))
 
 
+@dataclass
+class Intended:
+    """What a dry run would ask of systemd (a dry run asks nothing)."""
+
+    stop: List[str]  # disabled and stopped: units that left the conf, packages' units taken over
+    enable: List[str]
+    start: List[str]
+    restart: List[str]
+    reload: bool
+
+
+@dataclass
+class Report:
+    """What one ``unitgen apply --json`` did, filled in as apply goes: one JSON
+    object for a machine (an Ansible module), the human lines kept in ``log``."""
+
+    dry_run: bool = False
+    host: Optional[str] = None
+    changes: Optional[Changes] = None
+    written: bool = False  # the plan's files were written (changed is then true, whatever fails later)
+    intended: Optional[Intended] = None
+    outcomes: List[Outcome] = field(default_factory=list)
+    takeovers: List[str] = field(default_factory=list)
+    diffs: List[UnitDiff] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)
+    log: List[str] = field(default_factory=list)
+    error: Optional[str] = None
+    problems: List[str] = field(default_factory=list)
+    exit_code: int = 0
+
+    @property
+    def changed(self) -> bool:
+        """A unit was (or, in a dry run, would be) added, changed or removed; jobs alone change nothing."""
+        c = self.changes
+        return bool(c and (c.added or c.changed or c.removed) and (self.written or self.dry_run))
+
+    def fail(self, exc: UnitgenError) -> None:
+        """Record unitgen's own error, as the CLI prints it, and its exit code."""
+        problems = getattr(exc, "problems", None)
+        self.problems = [str(p) for p in problems[:MAX_PROBLEMS]] if problems else []
+        self.error = self.problems[0] if self.problems else one_line(f"unitgen: {exc}")
+        if problems and len(problems) > 1:
+            self.error += f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})"
+        self.exit_code = exc.exit_code
+
+    def as_dict(self) -> dict:
+        c = self.changes or Changes([], [], [], [])
+        return {
+            "changed": self.changed, "failed": self.exit_code != 0, "exit_code": self.exit_code,
+            "dry_run": self.dry_run, "host": self.host,
+            "units": {"added": c.added, "changed": c.changed, "removed": c.removed, "unchanged": c.unchanged},
+            "jobs": [{"unit": o.unit, "job": o.kind, "result": o.verdict, "detail": o.detail} for o in self.outcomes],
+            "intended": None if self.intended is None else vars(self.intended),
+            "takeovers": self.takeovers,
+            "diff": [vars(d) for d in self.diffs],
+            "warnings": self.warnings, "log": self.log, "error": self.error, "problems": self.problems,
+        }
+
+
 def run(conf: Conf, **options) -> int:
     """``unitgen apply``: the exit code, 1 if a job or a unit failed (see ``apply``)."""
     return 1 if any(o.failed for o in apply(conf, **options)) else 0
+
+
+def run_json(load: Callable[[], Conf], out: Echo, **options) -> int:
+    """``unitgen apply --json``: one JSON object on ``out`` (Report.as_dict),
+    also when unitgen fails (its own one-line error and exit code are in it;
+    the error is raised again, for the CLI to print and exit with)."""
+    import json
+
+    report = Report(dry_run=options.get("dry_run", False))
+    try:
+        conf = load()
+        report.warnings = [w.format("warning: ") for w in conf.warnings]
+        report.outcomes = apply(conf, report=report, echo=report.log.append, **options)
+    except UnitgenError as exc:
+        report.fail(exc)
+        out(json.dumps(report.as_dict()))
+        raise
+    report.exit_code = 1 if any(o.failed for o in report.outcomes) else 0
+    out(json.dumps(report.as_dict()))
+    return report.exit_code
 
 
 def apply(conf: Conf, *, output: str = DEFAULT_OUTPUT, host: Optional[str] = None,
           probe: Optional[str] = None, bus_address: Optional[str] = None, dry_run: bool = False,
           start: bool = True, force: bool = False, wait: float = defaults.APPLY_WAIT,
           settle: float = defaults.APPLY_SETTLE, allow_unreachable_probe: bool = False,
-          echo: Echo = print) -> List[Outcome]:
+          show_diff: bool = False, report: Optional[Report] = None, echo: Echo = print) -> List[Outcome]:
     """Make this host's systemd match ``conf``; returns the outcome of every job.
 
     ``start=False`` (--no-start) writes, enables and reloads, and queues no
     job but the stops of units that left the conf (nothing would track them
-    afterwards).
+    afterwards). ``show_diff`` prints each unit's redacted diff (--diff);
+    ``report`` (--json) is filled in with what was planned and done.
     """
+    report = report if report is not None else Report()
     where = graph.local_host(conf, host)
+    report.host = where
     plans = graph.plan(conf, where)
     probe = paths.probe_command(probe)
     if not allow_unreachable_probe:
         lint.refuse_unreachable_probe(plans, probe)  # before systemd or any file is touched
     return asyncio.run(_apply(conf, where, plans, output, probe, bus_address, dry_run, start, force, wait,
-                              settle, echo))
+                              settle, show_diff, report, echo))
 
 
 async def _apply(conf: Conf, host: Optional[str], plans: List[graph.UnitPlan], output: str, probe: Optional[str],
                  bus_address: Optional[str], dry_run: bool, start: bool, force: bool, wait: float,
-                 settle: float, echo: Echo) -> List[Outcome]:
+                 settle: float, show_diff: bool, report: Report, echo: Echo) -> List[Outcome]:
     async with bus.connect(bus_address) as manager:
         version = await manager.version()
         units = Renderer(probe, systemd_version=systemd.major_version(version)).render(conf, host)
@@ -139,15 +222,21 @@ async def _apply(conf: Conf, host: Optional[str], plans: List[graph.UnitPlan], o
                 plan = out.plan(units, os.path.abspath(conf.path), force,
                                 replace_links=takeover.links_to_replace(taken, system or ""))
                 out.refuse_conflicts(plan)  # before anything is written or asked of systemd
-                changes = Changes.of(plan)
+                changes = report.changes = Changes.of(plan)
                 _print_changes(changes, dry_run, echo)
+                if show_diff:
+                    report.diffs = unit_diffs(plan, output)
+                    for diff in report.diffs:
+                        echo(diff.unified.rstrip("\n"))
                 for t in taken.values():
-                    echo(f"takeover  {t.describe()}; {takeover.advice(t)}")
+                    report.takeovers.append(f"{t.describe()}; {takeover.advice(t)}")
+                    echo(f"takeover  {report.takeovers[-1]}")
                 leaving = list(dict.fromkeys(t.unit for t in taken.values() if t.to_disable and not t.same_name))
                 relinked = [t.name for t in taken.values() if t.to_disable and t.same_name]
                 idle = await _not_running(manager, changes.unchanged)
                 if dry_run:
-                    _print_intended_jobs(changes, idle, start, echo, leaving)
+                    report.intended = _intended_jobs(changes, idle, start, leaving)
+                    _print_intended_jobs(report.intended, echo)
                     return []
                 outcomes = await _remove(manager, changes.removed, plan.named("remove"), wait, echo)
                 # the package's units leave before ours is written: their links (an alias
@@ -155,6 +244,7 @@ async def _apply(conf: Conf, host: Optional[str], plans: List[graph.UnitPlan], o
                 outcomes += await _remove(manager, leaving, leaving, wait, echo)
                 await manager.disable(relinked)
                 out.apply(plan)
+                report.written = True
                 linked = await manager.enable(changes.added + changes.unchanged)
                 linked += await manager.reenable(changes.changed)
                 if plan.writes or linked:
@@ -373,14 +463,19 @@ def _print_changes(changes: Changes, dry_run: bool, echo: Echo) -> None:
         echo(f"{'unchanged':9} {count} unit{'s' if count != 1 else ''}")
 
 
-def _print_intended_jobs(changes: Changes, idle: List[str], start: bool, echo: Echo,
-                         leaving: Sequence[str] = ()) -> None:
-    """What a real run would ask of systemd (a dry run asks nothing)."""
-    if changes.removed or leaving:
-        echo(f"would disable and stop: {' '.join([*changes.removed, *leaving])}")
-    if changes.added or changes.changed or changes.removed:
-        echo("would reload systemd" + (f" and enable: {' '.join(changes.added)}" if changes.added else ""))
-    if start and changes.added + idle:
-        echo(f"would start: {' '.join(changes.added + idle)}")
-    if start and changes.changed:
-        echo(f"would restart: {' '.join(changes.changed)}")
+def _intended_jobs(changes: Changes, idle: List[str], start: bool, leaving: Sequence[str] = ()) -> Intended:
+    """What a real run would ask of systemd."""
+    return Intended(stop=[*changes.removed, *leaving], enable=changes.added, start=changes.added + idle if start else [],
+                    restart=changes.changed if start else [],
+                    reload=bool(changes.added or changes.changed or changes.removed))
+
+
+def _print_intended_jobs(intended: Intended, echo: Echo) -> None:
+    if intended.stop:
+        echo(f"would disable and stop: {' '.join(intended.stop)}")
+    if intended.reload:
+        echo("would reload systemd" + (f" and enable: {' '.join(intended.enable)}" if intended.enable else ""))
+    if intended.start:
+        echo(f"would start: {' '.join(intended.start)}")
+    if intended.restart:
+        echo(f"would restart: {' '.join(intended.restart)}")

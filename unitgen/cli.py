@@ -17,10 +17,9 @@ from typing import Dict, List, Optional
 import click
 
 from . import __version__, defaults
-from .errors import BUG_EXIT, ConfigError, Problem, UnitgenError, UsageError, one_line, write_traceback
+from .errors import BUG_EXIT, MAX_PROBLEMS, ConfigError, Problem, UnitgenError, UsageError, one_line, write_traceback
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-MAX_PROBLEMS = 100  # printed; a hostile file must not flood the terminal
 
 
 class UnitgenGroup(click.Group):
@@ -432,9 +431,12 @@ def import_autoheal(files, host: Optional[str], addresses, output: str, force: b
                    "meanwhile is a failure (0: do not watch).")
 @force_option
 @allow_unreachable_probe_option
+@click.option("--diff", "show_diff", is_flag=True, help="Show a unified diff of every changed unit (secrets redacted).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object (units, jobs, changed, diffs, error) instead of the lines above.")
 def apply(conf: str, output: str, host: Optional[str], probe_path: Optional[str], bus_address: Optional[str],
           dry_run: bool, no_start: bool, wait: float, settle: float, force: bool,
-          allow_unreachable_probe: bool) -> None:
+          allow_unreachable_probe: bool, show_diff: bool, as_json: bool) -> None:
     """Render the conf's units for this host and make systemd run them, over D-Bus.
 
     Writes the units as render does (only files unitgen owns), enables and
@@ -448,13 +450,17 @@ def apply(conf: str, output: str, host: Optional[str], probe_path: Optional[str]
     \b
     Example:
       unitgen apply /etc/unitgen/conf.yaml
-      unitgen apply conf.yaml --host app1 --dry-run
+      unitgen apply conf.yaml --host app1 --dry-run --diff
+      unitgen apply /etc/unitgen/conf.yaml --json
     """
     from . import apply as applying
 
-    sys.exit(applying.run(_load(conf), output=output, host=host, probe=probe_path, bus_address=bus_address,
-                          dry_run=dry_run, start=not no_start, force=force, wait=wait, settle=settle,
-                          allow_unreachable_probe=allow_unreachable_probe, echo=click.echo))
+    options = dict(output=output, host=host, probe=probe_path, bus_address=bus_address, dry_run=dry_run,
+                   start=not no_start, force=force, wait=wait, settle=settle,
+                   allow_unreachable_probe=allow_unreachable_probe, show_diff=show_diff)
+    if as_json:
+        sys.exit(applying.run_json(lambda: _load(conf), out=click.echo, **options))
+    sys.exit(applying.run(_load(conf), echo=click.echo, **options))
 
 
 @cli.command(context_settings=CONTEXT)

@@ -65,6 +65,7 @@ def one_line(text: str) -> str:
     return text.translate(_CONTROL)
 
 
+MAX_PROBLEMS = 100  # printed at most (the CLI, apply --json): a hostile file must not flood the terminal
 BUG_EXIT = 3  # an exception unitgen did not expect: a bug, never the operator's doing
 
 

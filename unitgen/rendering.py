@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
 from . import graph, takeover
@@ -69,16 +70,38 @@ def _for_this_machine(conf: Conf, where: Optional[str]) -> bool:
         return False  # this machine is not in the conf's hosts
 
 
-def _print_diffs(plan: Plan, output: str, out: Write) -> None:
+@dataclass(frozen=True)
+class UnitDiff:
+    """One unit's change as a reviewer sees it: its old and new texts with
+    secrets redacted (systemd.redact_unit), and their unified diff."""
+
+    unit: str
+    action: str  # create, update or remove
+    path: str
+    before: str
+    after: str
+    unified: str
+
+
+def unit_diffs(plan: Plan, output: str) -> List[UnitDiff]:
+    """The redacted diff of every unit the plan creates, updates or removes."""
     from .systemd import redact_unit
 
+    diffs = []
     for change in plan.changes:
         if change.action in ("create", "update", "remove"):
-            old, new = _unit_lines(redact_unit(change.old or "")), _unit_lines(redact_unit(change.new or ""))
+            before, after = redact_unit(change.old or ""), redact_unit(change.new or "")
             path = os.path.join(output, change.name)
-            out("".join(difflib.unified_diff(
-                old, new, "/dev/null" if change.action == "create" else path,
-                "/dev/null" if change.action == "remove" else path)))
+            unified = "".join(difflib.unified_diff(
+                _unit_lines(before), _unit_lines(after), "/dev/null" if change.action == "create" else path,
+                "/dev/null" if change.action == "remove" else path))
+            diffs.append(UnitDiff(change.name, change.action, path, before, after, unified))
+    return diffs
+
+
+def _print_diffs(plan: Plan, output: str, out: Write) -> None:
+    for diff in unit_diffs(plan, output):
+        out(diff.unified)
 
 
 def _unit_lines(text: str) -> List[str]:
