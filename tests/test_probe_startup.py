@@ -8,7 +8,7 @@ import pytest
 from probe_helpers import PROBES, WAIT, open_port
 
 HEAVY = {"ssl", "http.client", "json", "subprocess", "threading", "random", "urllib.parse", "re",
-         "socket", "signal", "selectors", "difflib", "importlib.metadata"}
+         "socket", "signal", "selectors", "difflib", "importlib.metadata", "os"}
 
 
 def _modules_after(code):

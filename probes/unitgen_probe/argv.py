@@ -267,10 +267,10 @@ started. Dependencies come up one by one after a power cut; demanding that
 all answer at the same instant would hold a service back for a flap the
 service's own Restart= handles anyway.
 
-Between attempts a target waits a random 0.25-0.35 s after the previous
-attempt ended: at most 4 attempts a second, a dependency is noticed within
-about half a second of answering, and many units probing the same
-dependency do not do so in lockstep. Log lines go to stderr, one per
+Between attempts a target waits a random 0.10-0.20 s after the previous
+attempt ended: at most 10 attempts a second, a dependency is noticed within
+about 0.2 s of answering, and many units probing the same dependency do
+not do so in lockstep. Log lines go to stderr, one per
 change of a target's state plus a reminder every 30 s; under systemd the
 same goes to STATUS= (needs NotifyAccess=exec or all).
 

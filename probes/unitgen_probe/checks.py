@@ -56,7 +56,7 @@ def cannot_try(error):
     if isinstance(error, RuntimeError) and "thread" in str(error):
         return f"cannot try: {error}"
     if isinstance(error, OSError) and error.errno:
-        from os import strerror
+        from posix import strerror
 
         text = strerror(error.errno)
         return "cannot try: " + text[:1].lower() + text[1:]

@@ -6,7 +6,7 @@ them, all depend on it and never on each other in a circle.
 """
 
 import _signal  # signal's C core: see wait.py
-import os
+import posix  # os's C core: see wait.py
 from time import monotonic
 
 #: Process groups of the helpers in flight (exec commands, body matchers):
@@ -68,6 +68,6 @@ def kill_running():
 
 def kill_group(group):
     try:
-        os.killpg(group, _signal.SIGKILL)
+        posix.killpg(group, _signal.SIGKILL)
     except OSError:  # gone already
         pass

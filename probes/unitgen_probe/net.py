@@ -13,7 +13,7 @@ do not use. Its API is the one documented for the socket module.
 
 import _socket
 import errno
-import os
+import posix  # os's C core: see wait.py
 import _thread  # threading's C core: see wait.py
 import select
 from time import monotonic
@@ -53,7 +53,7 @@ def reason(error):
     number = error if isinstance(error, int) else error.errno
     if number in _ERRNO_REASONS:
         return _ERRNO_REASONS[number]
-    text = os.strerror(number) if number else str(error)
+    text = posix.strerror(number) if number else str(error)
     return text[:1].lower() + text[1:]
 
 

@@ -6,7 +6,7 @@ sends STATUS only, never READY=1: it is not the service.
 """
 
 import _socket  # socket's C core: see net.py
-import os
+import posix  # os's C core: see wait.py
 
 #: systemd drops a notification larger than its buffer (PIPE_BUF); a status
 #: is cut well below that.
@@ -23,10 +23,15 @@ class Notifier:
         self._sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
 
     @classmethod
-    def from_environment(cls, environ=os.environ):
-        """A Notifier for $NOTIFY_SOCKET, or None when not under systemd
-        (or the socket is of a kind this does not speak, such as vsock)."""
-        address = environ.get("NOTIFY_SOCKET", "")
+    def from_environment(cls, environ=None):
+        """A Notifier for $NOTIFY_SOCKET in *environ* (default: the process's
+        environment), or None when not under systemd (or the socket is of a
+        kind this does not speak, such as vsock)."""
+        if environ is None:  # os.environ, decoded as os.fsdecode does, without importing os
+            raw = posix.environ.get(b"NOTIFY_SOCKET", b"")
+            address = raw.decode("utf-8", "surrogateescape")
+        else:
+            address = environ.get("NOTIFY_SOCKET", "")
         if address[:1] not in ("/", "@") or len(address) < 2:
             return None
         try:

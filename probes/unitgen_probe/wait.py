@@ -32,7 +32,7 @@ import _signal  # signal's C core: signal.py's enums cost 0.5 ms at start-up
 import _thread  # threading's C core, documented: threading costs 1 ms at start-up
 import _socket
 import errno  # net.py, which every tcp target loads, imports it too
-import os
+import posix  # os's C core: os.py and the collections ABCs it loads cost 1 ms at start-up
 import select
 import time
 
@@ -102,7 +102,7 @@ class Waiter:
 
         Raises `Interrupted` on SIGTERM/SIGINT. Must run on the main thread.
         """
-        read_fd, self._wake_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        read_fd, self._wake_fd = posix.pipe2(posix.O_NONBLOCK | posix.O_CLOEXEC)
         old_fd = _signal.set_wakeup_fd(self._wake_fd, warn_on_full_buffer=False)
         old_handlers = [_signal.signal(s, _note_signal) for s in _SIGNALS]
         try:
@@ -112,9 +112,9 @@ class Waiter:
                 _signal.signal(signum, handler)
             _signal.set_wakeup_fd(old_fd)
             with self._lock:
-                os.close(self._wake_fd)
+                posix.close(self._wake_fd)
                 self._wake_fd = None
-            os.close(read_fd)
+            posix.close(read_fd)
 
     def _loop(self, read_fd):
         inv, reporter = self._inv, self._reporter
@@ -238,7 +238,7 @@ class Waiter:
             self._events.append(event)
             if self._wake_fd is not None:
                 try:
-                    os.write(self._wake_fd, b"\0")
+                    posix.write(self._wake_fd, b"\0")
                 except BlockingIOError:
                     pass  # the pipe is full of wake-ups already
 
@@ -257,7 +257,7 @@ class Waiter:
         `Interrupted` on a signal."""
         timeout = None if seconds == float("inf") else max(0.0, seconds)
         if select.select([read_fd], [], [], timeout)[0]:
-            for byte in os.read(read_fd, 4096):
+            for byte in posix.read(read_fd, 4096):
                 if byte:  # set_wakeup_fd writes the signal number
                     raise Interrupted(byte)
 
@@ -308,10 +308,10 @@ def _refusing(probe, verbose):
 def _gap(failures):
     """Seconds to wait before the next attempt after *failures* failures.
 
-    The jitter comes from getrandom(2) (os.urandom): no module to import on
+    The jitter comes from getrandom(2) (os.urandom, from posix): no module to import on
     a target's thread, where an import can fail for want of a file descriptor.
     """
-    fraction = int.from_bytes(os.urandom(4), "little") / 0x100000000
+    fraction = int.from_bytes(posix.urandom(4), "little") / 0x100000000
     high = min(MAX_GAP, MIN_GAP * GROWTH ** failures)
     return MIN_GAP + (high - MIN_GAP) * fraction
 
