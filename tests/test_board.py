@@ -356,3 +356,32 @@ def test_ssh_answers_are_hostile_bytes_escaped_and_bounded(chain, tmp_path):
 def test_parse_show_ignores_what_is_not_a_property():
     shown = board.parse_show(b"garbage\nId=a.service\nActiveState=active\nActiveState=failed\n\n\xff\xfe\n")
     assert shown == {"a.service": board.UnitSeen("active", "", "")}
+
+
+def test_many_tcp_checks_at_once_say_what_the_probe_says_one_at_a_time():
+    from unitgen_probe import Target, check
+    from unitgen_probe.net import check_tcp_many
+
+    refusing = socket.socket()
+    refusing.bind(("127.0.0.31", 0))  # bound, not listening: refuses
+    accepting = socket.socket()
+    accepting.bind(("127.0.0.31", 0))
+    accepting.listen(8)
+    full = socket.socket()
+    full.bind(("127.0.0.31", 0))
+    full.listen(0)  # never accepts: once its queue is full, SYNs are dropped
+    fillers = []
+    try:
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(full.getsockname())
+            fillers.append(filler)
+        targets = [Target("tcp", f"127.0.0.31:{s.getsockname()[1]}") for s in (refusing, accepting, full)] * 3
+        many = check_tcp_many(targets, 0.3, 2)
+        one = [check(t, 0.3) for t in targets[:3]]
+        assert [(r.ok, r.reason) for r in many] == [(r.ok, r.reason) for r in one] * 3
+        assert [r.ok for r in one] == [False, True, False] and one[2].reason.startswith("timed out after 0.3 s")
+    finally:
+        for s in (refusing, accepting, full, *fillers):
+            s.close()
