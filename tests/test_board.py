@@ -360,7 +360,7 @@ def test_parse_show_ignores_what_is_not_a_property():
 
 def test_many_tcp_checks_at_once_say_what_the_probe_says_one_at_a_time():
     from unitgen_probe import Target, check
-    from unitgen_probe.net import check_tcp_many
+    from unitgen_probe.checks import check_tcp_many
 
     refusing = socket.socket()
     refusing.bind(("127.0.0.31", 0))  # bound, not listening: refuses

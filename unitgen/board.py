@@ -72,8 +72,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from unitgen_probe import Result, Target, check
-from unitgen_probe.checks import check_of
-from unitgen_probe.net import check_tcp_many, is_address
+from unitgen_probe.checks import check_of, check_tcp_many
+from unitgen_probe.net import is_address
 
 from . import defaults, systemd
 from . import graph as fleet
@@ -148,7 +148,7 @@ def check_all(targets: Sequence[Target], in_flight: int, timeout: float,
     ``in_flight`` at once, each bounded by ``timeout``; results in target order.
 
     tcp targets at an IP address (most of a fleet's conf) are connected to
-    from this thread in one poll loop (``unitgen_probe.net.check_tcp_many``);
+    from this thread in one poll loop (``unitgen_probe.checks.check_tcp_many``);
     every other target gets ``unitgen_probe.check`` on a thread (daemon
     threads: an interrupted round does not hold the process), the two
     sharing the bound."""

@@ -1,5 +1,6 @@
 """`check`: one attempt at one target, and its `Result`; `check_of`: the
-table from a kind to the function that checks it.
+table from a kind to the function that checks it; `check_tcp_many`: one
+attempt at each of many tcp targets from one thread (unitgen board).
 
 The code of each kind is imported on first use, so that a probe that waits
 for a TCP port never loads http.client, ssl or subprocess. The frame they
@@ -61,6 +62,81 @@ def cannot_try(error):
         text = strerror(error.errno)
         return "cannot try: " + text[:1].lower() + text[1:]
     return f"unexpected error: {type(error).__name__}: {error}"
+
+
+
+def check_tcp_many(targets, timeout, in_flight, stop=None):
+    """One attempt at each tcp target at an IP address, all from this thread:
+    non-blocking connects (`_start_connect`, as `connect_any` starts them),
+    at most *in_flight* pending at once, each given *timeout* seconds (else
+    its own timeout, else 2 s), in one poll loop; for a board of thousands of
+    services, where a thread per check would cost more than the check.
+    Returns a `Result` per target, in order, in `check_tcp`'s words;
+    *stop* (a threading.Event) ends the round early ("not checked")."""
+    import _socket
+    import errno
+    import select
+    from heapq import heappop, heappush
+
+    from .net import _start_connect, reason, resolve
+
+    results = [None] * len(targets)
+    pending = {}  # fd -> (socket, index, started, budget)
+    deadlines = []  # (deadline, index, fd, entry of pending), a heap; answered entries stay until popped
+    poller = select.poll()
+    todo = iter(range(len(targets)))
+    exhausted = False
+    try:
+        while True:
+            while not exhausted and len(pending) < in_flight:
+                i = next(todo, None)
+                if i is None:
+                    exhausted = True
+                    break
+                target = targets[i]
+                started = monotonic()
+                budget = Budget(timeout if timeout is not None else (target.timeout or DEFAULT_TIMEOUT))
+                try:
+                    (address,) = resolve(*target.address, budget)
+                    sock, error = _start_connect(address)
+                except (Failed, ValueError, OSError) as why:
+                    results[i] = Result(False, str(why) if isinstance(why, Failed) else reason(why),
+                                        monotonic() - started)
+                    continue
+                if error == errno.EINPROGRESS:
+                    entry = pending[sock.fileno()] = (sock, i, started, budget)
+                    heappush(deadlines, (budget.deadline, i, sock.fileno(), entry))
+                    poller.register(sock, select.POLLOUT)
+                    continue
+                if not error:
+                    sock.close()
+                    results[i] = Result(True, "connected", monotonic() - started)
+                else:
+                    results[i] = Result(False, reason(error), monotonic() - started)
+            if not pending or (stop is not None and stop.is_set()):
+                break
+            while deadlines[0][3] is not pending.get(deadlines[0][2]):
+                heappop(deadlines)  # answered already
+            now = monotonic()
+            for fd, _ in poller.poll(max(0, int((deadlines[0][0] - now) * 1000)) + 1):
+                sock, i, started, _ = entry = pending.pop(fd)
+                poller.unregister(fd)
+                error = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
+                sock.close()
+                results[i] = Result(not error, reason(error) if error else "connected", monotonic() - started)
+            now = monotonic()
+            while deadlines and deadlines[0][0] <= now:
+                _, _, fd, entry = heappop(deadlines)
+                if pending.get(fd) is entry:
+                    sock, i, started, budget = pending.pop(fd)
+                    poller.unregister(fd)
+                    sock.close()
+                    results[i] = Result(False, str(budget.timed_out(why="host down or SYN dropped")),
+                                        now - started)
+    finally:
+        for sock, *_ in pending.values():
+            sock.close()
+    return [r if r is not None else Result(False, "not checked: interrupted", 0.0) for r in results]
 
 
 def check_of(kind):

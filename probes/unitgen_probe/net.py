@@ -18,7 +18,7 @@ import _thread  # threading's C core: see wait.py
 import select
 from time import monotonic
 
-from .frame import Budget, Failed
+from .frame import Failed
 
 #: Start connecting to the next address this long after the previous one if
 #: that one has not answered yet (RFC 8305's "connection attempt delay").
@@ -259,76 +259,3 @@ def check_dns(target, budget):
     more = f" and {len(addresses) - 3} more" if len(addresses) > 3 else ""
     return "resolves to " + ", ".join(addresses[:3]) + more
 
-
-# --- many at once ---------------------------------------------------------------
-
-def check_tcp_many(targets, timeout, in_flight, stop=None):
-    """One attempt at each tcp target at an IP address, all from this thread:
-    non-blocking connects (`_start_connect`, as `connect_any` starts them),
-    at most *in_flight* pending at once, each given *timeout* seconds (else
-    its own timeout, else 2 s), in one poll loop; for a board of thousands of
-    services, where a thread per check would cost more than the check.
-    Returns a `Result` per target, in order, in `check_tcp`'s words;
-    *stop* (a threading.Event) ends the round early ("not checked")."""
-    from heapq import heappop, heappush
-
-    from .checks import Result
-    from .targets import DEFAULT_TIMEOUT
-
-    results = [None] * len(targets)
-    pending = {}  # fd -> (socket, index, started, budget)
-    deadlines = []  # (deadline, index, fd, entry of pending), a heap; answered entries stay until popped
-    poller = select.poll()
-    todo = iter(range(len(targets)))
-    exhausted = False
-    try:
-        while True:
-            while not exhausted and len(pending) < in_flight:
-                i = next(todo, None)
-                if i is None:
-                    exhausted = True
-                    break
-                target = targets[i]
-                started = monotonic()
-                budget = Budget(timeout if timeout is not None else (target.timeout or DEFAULT_TIMEOUT))
-                try:
-                    (address,) = resolve(*target.address, budget)
-                    sock, error = _start_connect(address)
-                except (Failed, ValueError, OSError) as why:
-                    results[i] = Result(False, str(why) if isinstance(why, Failed) else reason(why),
-                                        monotonic() - started)
-                    continue
-                if error == errno.EINPROGRESS:
-                    entry = pending[sock.fileno()] = (sock, i, started, budget)
-                    heappush(deadlines, (budget.deadline, i, sock.fileno(), entry))
-                    poller.register(sock, select.POLLOUT)
-                    continue
-                if not error:
-                    sock.close()
-                    results[i] = Result(True, "connected", monotonic() - started)
-                else:
-                    results[i] = Result(False, reason(error), monotonic() - started)
-            if not pending or (stop is not None and stop.is_set()):
-                break
-            while deadlines[0][3] is not pending.get(deadlines[0][2]):
-                heappop(deadlines)  # answered already
-            now = monotonic()
-            for fd, _ in poller.poll(max(0, int((deadlines[0][0] - now) * 1000)) + 1):
-                sock, i, started, _ = entry = pending.pop(fd)
-                poller.unregister(fd)
-                error = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
-                sock.close()
-                results[i] = Result(not error, reason(error) if error else "connected", monotonic() - started)
-            now = monotonic()
-            while deadlines and deadlines[0][0] <= now:
-                _, _, fd, entry = heappop(deadlines)
-                if pending.get(fd) is entry:
-                    sock, i, started, budget = pending.pop(fd)
-                    poller.unregister(fd)
-                    sock.close()
-                    results[i] = Result(False, str(budget.timed_out(why="host down or SYN dropped")),
-                                        now - started)
-    finally:
-        for sock, *_ in pending.values():
-            sock.close()
-    return [r if r is not None else Result(False, "not checked: interrupted", 0.0) for r in results]
