@@ -258,4 +258,3 @@ def check_dns(target, budget):
     addresses = list(dict.fromkeys(info[4][0] for info in answers))
     more = f" and {len(addresses) - 3} more" if len(addresses) > 3 else ""
     return "resolves to " + ", ".join(addresses[:3]) + more
-
