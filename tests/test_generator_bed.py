@@ -16,9 +16,12 @@ kernel's part, out of a container's reach.
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 from pathlib import Path
+
+from unitgen import gencache
 
 STANDIN = str(Path(__file__).resolve().parent / "generator_standin.py")
 GENERATED = "/run/systemd/generator"
@@ -172,7 +175,7 @@ def test_a_fifo_and_a_bad_file_name_in_conf_d_neither_block_nor_cost_the_rest(ma
 def test_a_fleet_sized_conf_is_cached_by_its_own_service_and_a_stale_cache_is_never_read(make_fleet):
     """A conf of 256 KiB or more (here: padded with comments) gets
     unitgen-generator-cache.service and .path (unitgen/gencache.py): the
-    service runs at boot and writes /var/cache/unitgen/generator.json; the
+    service runs at boot and writes /var/cache/unitgen/generator.cache; the
     next daemon-reload takes this host's units from it (a Description put
     into the cached unit by hand shows in systemd); after a conf edit the
     edited conf's units are what systemd loads, never the stale entry."""
@@ -184,27 +187,29 @@ def test_a_fleet_sized_conf_is_cached_by_its_own_service_and_a_stale_cache_is_ne
     host.write_file("/etc/unitgen/conf.yaml", text)
     host.boot()
     host.wait_active("db.service", "api.service")
-    cache = "/var/cache/unitgen/generator.json"
+    cache = f"{gencache.CACHE_DIR}/{gencache.CACHE_FILE}"
 
-    def cached(key=None):
-        """The cache's entry once the cache service has written it."""
+    def cached():
+        """The cache's fields once the cache service has written it."""
         end = time.monotonic() + 120
         while time.monotonic() < end:
-            read = host.run(["cat", cache], check=False)  # the live root (host.exists() looks at the disk)
+            read = host.run(["base64", "-w0", cache], check=False)  # the live root (host.exists() looks at the disk)
             if read.returncode == 0 and read.stdout:
-                entry = json.loads(read.stdout)
-                if entry["key"] != key:
-                    return entry
+                return gencache.fields(base64.b64decode(read.stdout))
             time.sleep(0.5)
         raise AssertionError(f"{cache} was not written: {host.journal('unitgen-generator-cache.service')}")
 
-    entry = cached()
+    fields = cached()
     assert properties(host, "unitgen-generator-cache.path", "ActiveState") == ["active"]
-    assert sorted(entry["units"]) == ["api.service", "db.service", "unitgen-generator-cache.path",
-                                      "unitgen-generator-cache.service"]
-    entry["units"]["api.service"][1] = entry["units"]["api.service"][1].replace(
-        "\nDescription=", "\nDescription=from the cache: ", 1)
-    host.write_file(cache, json.dumps(entry))  # root's, mode 644: a cache the generator trusts
+    units, at = {}, 3  # format, key, count, then each unit: name, service, text, link count, links
+    for _ in range(int(fields[2])):
+        units[fields[at]] = at
+        at += 4 + int(fields[at + 3])
+    assert sorted(units) == ["api.service", "db.service", "unitgen-generator-cache.path",
+                             "unitgen-generator-cache.service"]
+    api = units["api.service"] + 2
+    fields[api] = fields[api].replace("\nDescription=", "\nDescription=from the cache: ", 1)
+    host.write_file(cache, gencache.encode(fields))  # root's, mode 644: a cache the generator trusts
     host.run(["systemctl", "daemon-reload"])
     assert properties(host, "api.service", "Description")[0].startswith("from the cache: ")
 

@@ -1,12 +1,15 @@
 """The generator's cache (unitgen/gencache.py): a hit writes exactly what the
 conf gives; any change of an input (conf bytes, a conf.d file, the host name,
 the probe, unitgen's code) is a miss; a cache anyone else could have written,
-or a malformed one, is never read; the generator itself never writes it."""
+or a malformed one, is never read; the generator itself never writes it; a hit
+imports nothing of PyYAML, Jinja2, click, json, re, typing or dataclasses."""
 
 from __future__ import annotations
 
-import json
 import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -60,7 +63,7 @@ def result(run) -> tuple:
 
 def fill(run) -> None:
     assert run("--cache", str(run.conf_dir)) == 0  # written (a service left out is the generator's to say)
-    assert (run.cache / "generator.json").is_file()
+    assert (run.cache / gencache.CACHE_FILE).is_file()
 
 
 @pytest.fixture
@@ -140,12 +143,12 @@ def test_any_changed_input_is_a_miss(run, computed, monkeypatch, change):
     computed.clear()
     after = result(run)
     assert computed == [str(run.conf_dir)]  # computed from the conf, not taken from the cache
-    os.unlink(run.cache / "generator.json")
+    os.unlink(run.cache / gencache.CACHE_FILE)
     assert result(run) == after  # the same as with no cache at all
 
 
 def _world_writable(path):
-    os.chmod(path / "generator.json", 0o666)
+    os.chmod(path / gencache.CACHE_FILE, 0o666)
 
 
 def _group_writable_dir(path):
@@ -153,39 +156,56 @@ def _group_writable_dir(path):
 
 
 def _symlink(path):
-    os.rename(path / "generator.json", path / "real.json")
-    os.symlink("real.json", path / "generator.json")
+    os.rename(path / gencache.CACHE_FILE, path / "real.json")
+    os.symlink("real.json", path / gencache.CACHE_FILE)
 
 
 def _other_owner(path):
-    os.chown(path / "generator.json", 65534, 65534)
+    os.chown(path / gencache.CACHE_FILE, 65534, 65534)
 
 
 def _truncated(path):
-    data = (path / "generator.json").read_bytes()
-    (path / "generator.json").write_bytes(data[:len(data) // 2])
+    data = (path / gencache.CACHE_FILE).read_bytes()
+    (path / gencache.CACHE_FILE).write_bytes(data[:len(data) // 2])
+
+
+def _edit_fields(path, edit):
+    cache = path / gencache.CACHE_FILE
+    fields = gencache.fields(cache.read_bytes())
+    edit(fields)
+    cache.write_bytes(gencache.encode(fields))
 
 
 def _a_link_out_of_the_directory(path):
-    data = json.loads((path / "generator.json").read_text())
-    data["units"]["api.service"][2] = ["../../etc/systemd/system/api.service"]
-    (path / "generator.json").write_text(json.dumps(data))
+    def edit(fields):
+        at = fields.index("api.service")  # unit, service, text, link count, links
+        assert fields[at + 3] == "1"
+        fields[at + 4] = "../../etc/systemd/system/api.service"
+    _edit_fields(path, edit)
 
 
-def _wrong_types(path):
-    data = json.loads((path / "generator.json").read_text())
-    data["problems"] = [1]
-    (path / "generator.json").write_text(json.dumps(data))
+def _a_count_that_is_not_a_number(path):
+    def edit(fields):
+        fields[2] = " 4"  # the number of units; int() would read it
+    _edit_fields(path, edit)
+
+
+def _trailing_fields(path):
+    _edit_fields(path, lambda fields: fields.append("more"))
 
 
 def _a_unit_path(path):
-    data = json.loads((path / "generator.json").read_text())
-    data["units"]["../evil.service"] = data["units"].pop("api.service")
-    (path / "generator.json").write_text(json.dumps(data))
+    _edit_fields(path, lambda fields: fields.__setitem__(fields.index("api.service"), "../evil.service"))
+
+
+def _a_length_past_the_end(path):
+    cache = path / gencache.CACHE_FILE
+    cache.write_bytes(cache.read_bytes()[:-1] + b"9:x,")
 
 
 @pytest.mark.parametrize("spoil", [_world_writable, _group_writable_dir, _symlink, _other_owner, _truncated,
-                                   _a_link_out_of_the_directory, _wrong_types, _a_unit_path])
+                                   _a_link_out_of_the_directory, _a_count_that_is_not_a_number, _trailing_fields,
+                                   _a_unit_path, _a_length_past_the_end])
 def test_a_cache_that_cannot_be_trusted_is_not_read(run, computed, spoil):
     if spoil is _other_owner and os.geteuid() != 0:
         pytest.skip("chown needs root")
@@ -211,3 +231,57 @@ def test_refresh_reports_an_unwritable_cache(run, tmp_path, monkeypatch):
     monkeypatch.setenv("UNITGEN_CACHE_DIR", str(tmp_path / "file" / "cache"))
     assert run("--cache", str(run.conf_dir)) == 1
     assert any("cannot write the cache in" in line for line in run.log)
+
+
+def test_the_cache_file_is_fields_read_back_as_written(run):
+    fill(run)
+    data = (run.cache / gencache.CACHE_FILE).read_bytes()
+    fields = gencache.fields(data)
+    assert gencache.encode(fields) == data
+    assert fields[:2] == [str(gencache.FORMAT), gencache.key(*_inputs(run))]
+    for bad in (b"", data[:-1], data + b"x", data.replace(gencache.MAGIC, b"unitgen-generator-cache-0\n", 1)):
+        with pytest.raises(ValueError):
+            gencache.fields(bad)
+
+
+def _inputs(run):
+    conf_dir = str(run.conf_dir)
+    paths = generator.conf_files(conf_dir)
+    sources, problems = generator.read_files(paths)
+    return conf_dir, paths, sources, problems
+
+
+HEAVY = {"yaml", "jinja2", "markupsafe", "click", "json", "re", "typing", "dataclasses", "socket", "pathlib",
+         "importlib.util", "hashlib", "unitgen.errors", "unitgen.config", "unitgen.render", "unitgen.systemd",
+         "unitgen.takeover", "unitgen_probe"}
+
+
+def test_a_hit_imports_only_what_it_needs(run, tmp_path):
+    """In a process of its own, as systemd runs it: a hit writes the units and
+    imports none of HEAVY (the generator's cost at every daemon-reload);
+    a miss, for contrast, imports them. (A hit with problems to report
+    imports errors.py to say them, as without the cache.)"""
+    padding = "".join(f"# padding line {i:06d} {'x' * 40}\n" for i in range(5000))  # over CACHE_MIN_BYTES
+    run.write("conf.yaml", CONF[:CONF.index("  broken:")] + padding)
+    fill(run)
+    code = ("import sys; from unitgen.generator import main; code = main(sys.argv[1:]); "
+            f"print(sorted(m for m in sys.modules if m in {sorted(HEAVY)!r})); sys.exit(code)")
+    fake_hostname = ("import os, _socket; real = os.uname(); "  # the conf's host, for both ways of asking
+                     "os.uname = lambda: os.uname_result(real[:1] + ('alpha',) + real[2:]); "
+                     "_socket.gethostname = lambda: 'alpha'")  # what socket will import, if imported
+
+    def imported():
+        out = tmp_path / "out"
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir()
+        done = subprocess.run([sys.executable, "-c", f"{fake_hostname}; {code}", str(out)], capture_output=True,
+                              text=True)
+        return done.returncode, done.stdout, sorted(p.name for p in out.glob("*.service"))
+
+    code_hit, modules, units = imported()
+    assert (code_hit, modules) == (0, "[]\n")
+    assert units == ["api.service", "db.service", "unitgen-generator-cache.service"]
+    os.unlink(run.cache / gencache.CACHE_FILE)
+    code_miss, modules, units_miss = imported()
+    assert (code_miss, units_miss) == (code_hit, units)
+    assert {"yaml", "jinja2", "re", "dataclasses"} <= set(eval(modules))

@@ -6,8 +6,10 @@ validation, the whole graph) costs seconds at every boot and every
 it alone costs several times a Python start-up. So the units, once
 computed, are kept with the key of everything they were computed from.
 
-* **Where**: ``/var/cache/unitgen/generator.json`` (UNITGEN_CACHE_DIR
-  replaces the directory), one entry. The generator only ever *reads* it (a
+* **Where**: ``/var/cache/unitgen/generator.cache`` (UNITGEN_CACHE_DIR
+  replaces the directory), one entry, in a format of length-prefixed fields
+  read without json (whose import, with re's, costs more than the rest of a
+  hit). The generator only ever *reads* it (a
   generator writes nothing outside its output directories); when /var is
   not mounted yet at boot, the file is simply absent and the units are
   computed as without a cache.
@@ -25,31 +27,39 @@ computed, are kept with the key of everything they were computed from.
   path and the bytes of every conf file (or, for one that cannot be used,
   why), this machine's host name, the probe the units run, and unitgen's own
   code (the bytes of its modules, templates and probe package, the
-  interpreter's version, and the files of PyYAML and Jinja2). The generator
+  interpreter's version, and the files of PyYAML and Jinja2), the cache
+  directory and the generator's own path (written into the cache's units). The generator
   computes the key at every run from the bytes it has just read, and takes
   the cached units only when the keys are equal; otherwise (and when the
   file is absent, unreadable, malformed, larger than it may be, or could
   have been written by anyone but the generator's own user) it computes the
   units from the conf. tests/test_generator_cache.py changes each input in
   turn.
+
+A hit imports nothing but os, sys and the SHA-256's C module, besides
+unitgen's own generator, paths and shadowing modules, which import nothing
+more at the top (tests/test_generator_cache.py runs one and lists them): no
+typing, dataclasses, re, json, PyYAML or Jinja2.
 """
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+import sys
 
-from .errors import Problem
-
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Dict, List, Optional, Sequence, Tuple
+
     from .generator import Outcome
 
 CACHE_DIR = "/var/cache/unitgen"
-CACHE_FILE = "generator.json"
+CACHE_FILE = "generator.cache"
 CACHE_MIN_BYTES = 256 * 1024  # confs smaller than this are read at every run; no cache units
 SERVICE = "unitgen-generator-cache.service"
 PATH_UNIT = "unitgen-generator-cache.path"
-FORMAT = 1
+FORMAT = 2
+MAGIC = b"unitgen-generator-cache\n"
 _MAX_CACHE_BYTES = 256 * 1024 * 1024
 
 
@@ -57,13 +67,10 @@ def cache_dir() -> str:
     return os.environ.get("UNITGEN_CACHE_DIR") or CACHE_DIR
 
 
-def key(conf_dir: str, paths: Sequence[str], sources: Dict[str, bytes], file_problems: Sequence[Problem]) -> str:
+def key(conf_dir: str, paths: Sequence[str], sources: Dict[str, bytes], file_problems: Sequence[object]) -> str:
     """The SHA-256 of every input of the generator's units (see the module doc)."""
-    import socket
-    import sys
-
     from . import __version__, paths as unitgen_paths
-    from .errors import UnitgenError
+    from .generator import program
 
     digest = _sha256()
 
@@ -73,25 +80,35 @@ def key(conf_dir: str, paths: Sequence[str], sources: Dict[str, bytes], file_pro
         digest.update(data)
 
     add(("unitgen-generator-cache", FORMAT, __version__, sys.version, sys.executable))
+    add(cache_dir())
     add(conf_dir)
     add(list(paths))
     for path in paths:
         add(path)
         add(sources.get(path, b"") if path in sources else ("unusable",))
     add([str(p) for p in file_problems])
-    add(socket.gethostname())  # what graph.local_host() asks
-    try:
-        add(unitgen_paths.probe_argv(unitgen_paths.probe_command()))
-    except UnitgenError as exc:
-        add(("no probe", str(exc)))
+    add(_hostname())
+    for find in (lambda: unitgen_paths.probe_argv(unitgen_paths.probe_command()), program):
+        try:
+            add(find())
+        except Exception as exc:  # UnitgenError (not imported here: errors imports dataclasses)
+            add(("not found", type(exc).__name__, str(exc)))
     for directory in _code_dirs():
         for name, data in _files(directory, contents=True):
             add(name)
             add(data)
     for package in ("yaml", "jinja2", "markupsafe"):
-        for name, stat in _files(_package_dir(package), contents=False):
+        for name, stat in _files(unitgen_paths.package_dir(package) or f"no {package}", contents=False):
             add((name, stat))
     return digest.hexdigest()
+
+
+def _hostname() -> str:
+    """What graph.local_host() asks: socket.gethostname(), which on Linux is
+    uname's node name; socket (with enum, selectors) is imported only for the
+    generator's full path, so a hit asks uname unless it is loaded already."""
+    socket = sys.modules.get("socket")
+    return socket.gethostname() if socket is not None else os.uname().nodename
 
 
 def _sha256():
@@ -109,23 +126,13 @@ def _sha256():
 def _code_dirs() -> List[str]:
     from . import paths as unitgen_paths
 
-    dirs = [str(unitgen_paths.PACKAGE_DIR)]
+    dirs = [unitgen_paths.PACKAGE_DIR]
     try:
-        dirs.append(str(unitgen_paths.templates_dir()))
+        dirs.append(unitgen_paths.templates_path())
     except Exception:  # missing templates: the units fail to render, whatever the cache says
         dirs.append("no templates")
-    dirs.append(_package_dir("unitgen_probe"))
+    dirs.append(unitgen_paths.package_dir("unitgen_probe") or "no unitgen_probe")
     return dirs
-
-
-def _package_dir(name: str) -> str:
-    import importlib.util
-
-    try:
-        spec = importlib.util.find_spec(name)
-    except (ImportError, ValueError):
-        spec = None
-    return os.path.dirname(spec.origin) if spec and spec.origin else f"no {name}"
 
 
 def _files(directory: str, contents: bool) -> List[tuple]:
@@ -155,7 +162,6 @@ def _files(directory: str, contents: bool) -> List[tuple]:
 def load(expected: str) -> Optional[Outcome]:
     """The cached outcome if the cache holds ``expected``; None otherwise
     (absent, unreadable, malformed, not the generator's user's alone, another key)."""
-    import json
     import stat
 
     from .generator import Outcome, check_link
@@ -174,36 +180,76 @@ def load(expected: str) -> Optional[Outcome]:
             if not stat.S_ISREG(st.st_mode) or not _private(st) or st.st_size > _MAX_CACHE_BYTES:
                 return None
             with open(fd, "rb", closefd=False) as f:
-                data = json.loads(f.read(_MAX_CACHE_BYTES + 1))
+                data = f.read(_MAX_CACHE_BYTES + 1)
         finally:
             os.close(fd)
-    except (OSError, ValueError):
+    except OSError:
         return None
     finally:
         os.close(dir_fd)
     try:
-        if data["format"] != FORMAT or data["key"] != expected:
+        items = iter(fields(data))
+        take = items.__next__
+
+        def count() -> int:
+            text = take()
+            if not (text.isascii() and text.isdigit()):
+                raise ValueError("malformed count")
+            return int(text)
+
+        if take() != str(FORMAT) or take() != expected:
             return None
         units = {}
-        for unit, (service, text, links) in data["units"].items():
-            if not all(isinstance(v, str) for v in (unit, service, text, *links)) or "/" in unit:
+        for _ in range(count()):
+            unit, service, text = take(), take(), take()
+            links = [take() for _ in range(count())]
+            if "/" in unit or unit in units:
                 return None
             for link in links:
                 check_link(unit, link)
-            units[unit] = (service, text, list(links))
-        left_out = data["left_out"]
-        return Outcome(problems=[Problem(_text(p)) for p in data["problems"]],
-                       left_out=None if left_out is None else {_text(n) for n in left_out},
-                       warnings=[Problem(_text(w)) for w in data["warnings"]],
-                       files_left_out=[_text(p) for p in data["files_left_out"]], units=units)
-    except (KeyError, TypeError, ValueError, AssertionError, AttributeError):
+            units[unit] = (service, text, links)
+        problems = [take() for _ in range(count())]
+        kind = take()
+        if kind not in ("everything", "services"):
+            raise ValueError("malformed left_out")
+        left_out = None if kind == "everything" else {take() for _ in range(count())}
+        warnings = [take() for _ in range(count())]
+        files_left_out = [take() for _ in range(count())]
+        if next(items, None) is not None:
+            raise ValueError("trailing fields")
+    except (ValueError, AssertionError, StopIteration):  # (UnicodeDecodeError is a ValueError)
         return None
+    if problems or warnings:
+        from .errors import Problem  # (dataclasses: only for an outcome with something to say)
+
+        return Outcome(problems=[Problem(p) for p in problems], left_out=left_out,
+                       warnings=[Problem(w) for w in warnings], files_left_out=files_left_out, units=units)
+    return Outcome(left_out=left_out, files_left_out=files_left_out, units=units)
 
 
-def _text(value: object) -> str:
-    if not isinstance(value, str):
-        raise TypeError("not text")
-    return value
+def fields(data: bytes) -> List[str]:
+    """The cache file's fields: after MAGIC, each ``LENGTH:BYTES,`` (a
+    netstring) of UTF-8 text, to the end; ValueError for anything else."""
+    if not data.startswith(MAGIC):
+        raise ValueError("not a cache file")
+    found, at = [], len(MAGIC)
+    while at < len(data):
+        colon = data.find(b":", at, at + 12)
+        digits = data[at:colon]
+        if colon < 0 or not digits.isdigit():
+            raise ValueError("malformed length")
+        end = colon + 1 + int(digits)
+        if data[end:end + 1] != b",":
+            raise ValueError("malformed field")
+        found.append(data[colon + 1:end].decode("utf-8", "surrogatepass"))
+        at = end + 1
+    return found
+
+
+def encode(items: Sequence[str]) -> bytes:
+    """The bytes of a cache file of these fields (what fields() reads back)."""
+    encoded = [item.encode("utf-8", "surrogatepass") for item in items]
+    return MAGIC + b"".join(b"%d:%s," % (len(data), data) for data in encoded)
 
 
 def _private(st: os.stat_result) -> bool:
@@ -214,24 +260,25 @@ def _private(st: os.stat_result) -> bool:
 def store(expected: str, outcome: Outcome) -> str:
     """Write the outcome under ``expected`` (atomically: a reader sees the old
     entry or the new one); returns the file's path."""
-    import json
-
+    items = [str(FORMAT), expected, str(len(outcome.units))]
+    for unit, (service, text, links) in outcome.units.items():
+        items += [unit, service, text, str(len(links)), *links]
+    items += [str(len(outcome.problems)), *map(str, outcome.problems)]
+    if outcome.left_out is None:
+        items.append("everything")
+    else:
+        items += ["services", str(len(outcome.left_out)), *sorted(outcome.left_out)]
+    items += [str(len(outcome.warnings)), *map(str, outcome.warnings)]
+    items += [str(len(outcome.files_left_out)), *outcome.files_left_out]
+    data = encode(items)
     directory = cache_dir()
     os.makedirs(directory, mode=0o755, exist_ok=True)
-    data = {
-        "format": FORMAT, "key": expected,
-        "units": {unit: [service, text, list(links)] for unit, (service, text, links) in outcome.units.items()},
-        "problems": [str(p) for p in outcome.problems],
-        "left_out": None if outcome.left_out is None else sorted(outcome.left_out),
-        "warnings": [str(w) for w in outcome.warnings],
-        "files_left_out": list(outcome.files_left_out),
-    }
     path = os.path.join(directory, CACHE_FILE)
     temp = f"{path}.{os.getpid()}.new"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
-        with open(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f)
+        with open(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(temp, path)

@@ -48,14 +48,17 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, AbstractSet, Dict, List, Optional, Sequence, Set, TextIO, Tuple
 
-from . import systemd
-from .errors import ConfigError, Mark, Problem, UnitgenError, UsageError, one_line
-
+# A run whose units are in the cache (gencache.py) imports only what this
+# module and gencache import at the top: os and sys, nothing of typing,
+# dataclasses, re, json, PyYAML or Jinja2 (tests/test_generator_cache.py
+# proves it). Everything else is imported where it is used.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import AbstractSet, Dict, List, Optional, Sequence, Set, TextIO, Tuple
+
     from .config import ConfFiles
+    from .errors import Mark, Problem
     from .graph import UnitPlan
     from .model import Conf
 
@@ -100,6 +103,8 @@ def generate(out_dir: str, conf_dir: str, log: Log) -> bool:
         try:
             write_unit(out_dir, unit, text, links)
         except OSError as exc:
+            from .errors import Problem
+
             outcome.problems.append(Problem(f"{unit}: cannot write {exc.filename}: {exc.strerror}"
                                             + (" (another generator wrote it?)" if isinstance(exc, FileExistsError)
                                                else "")))
@@ -117,7 +122,7 @@ def _report_shadowed(log: Log, outcome: Outcome) -> None:
     """A generated unit ranks below /etc/systemd/system and /run/systemd/system:
     a package's alias there (Debian's redis.service -> redis-server.service) or
     any unit file of that name silently wins. Say so (takeover.shadowing)."""
-    from .takeover import shadowing
+    from .shadowing import shadowing
 
     for unit, (_, _, links) in outcome.units.items():
         for name in [unit, *(link for link in links if "/" not in link)]:  # the unit and its aliases
@@ -137,17 +142,23 @@ def conf_files(conf_dir: str) -> List[str]:
     return paths + [os.path.join(drop_ins, n) for n in names]
 
 
-@dataclass
 class Outcome:
-    """What a conf gives this host: unit plans, and what was left out and why."""
+    """What a conf gives this host: unit plans, and what was left out and why.
+    (A plain class, not a dataclass: dataclasses costs a cache hit more than all the rest.)"""
 
-    plans: List[UnitPlan] = field(default_factory=list)
-    problems: List[Problem] = field(default_factory=list)
-    left_out: Optional[Set[str]] = None  # services left out; None: the whole conf
-    warnings: List[Problem] = field(default_factory=list)
-    files_left_out: List[str] = field(default_factory=list)  # conf.d files that cost only themselves
-    units: Dict[str, Tuple[str, str, List[str]]] = field(default_factory=dict)  # unit -> (service, text, links)
-    native: bool = True
+    __slots__ = ("plans", "problems", "left_out", "warnings", "files_left_out", "units", "native")
+
+    def __init__(self, plans: Optional[List[UnitPlan]] = None, problems: Optional[List[Problem]] = None,
+                 left_out: Optional[Set[str]] = None, warnings: Optional[List[Problem]] = None,
+                 files_left_out: Optional[List[str]] = None,
+                 units: Optional[Dict[str, Tuple[str, str, List[str]]]] = None, native: bool = True):
+        self.plans: List[UnitPlan] = plans if plans is not None else []
+        self.problems: List[Problem] = problems if problems is not None else []
+        self.left_out = left_out  # services left out; None: the whole conf
+        self.warnings: List[Problem] = warnings if warnings is not None else []
+        self.files_left_out: List[str] = files_left_out if files_left_out is not None else []  # conf.d files that cost only themselves
+        self.units: Dict[str, Tuple[str, str, List[str]]] = units if units is not None else {}  # unit -> (service, text, links)
+        self.native = native
 
 
 def units(conf_dir: str) -> Outcome:
@@ -193,6 +204,7 @@ def refresh_cache(conf_dir: str, log: Log) -> bool:
 
 def _units(conf_dir: str, paths: List[str], sources: Dict[str, bytes], file_problems: List[Problem]) -> Outcome:
     """units(), computed from the files' bytes (no cache)."""
+    from .errors import Problem, UnitgenError
     from .render import WATCH_UNIT, WATCH_WANTED_BY, Renderer
 
     skipped = [path for path in paths if path not in sources]
@@ -274,6 +286,8 @@ def read_files(paths: Sequence[str]) -> Tuple[Dict[str, bytes], List[Problem]]:
             except _NotRegular as exc:
                 why = str(exc)
         if why is not None:
+            from .errors import Mark, Problem
+
             problems.append(Problem(f"left out: {why}; the generator reads only regular files "
                                     "whose name a unit can carry", Mark(path, 1, 1)))
             if i == 0 and os.path.basename(path) == "conf.yaml":
@@ -312,6 +326,9 @@ def _read_regular(path: str, limit: int) -> bytes:
 
 def _unusable_name(path: str) -> Optional[str]:
     """Why SourcePath= and a unit's comment could not carry this file's path, if they cannot."""
+    if path.isascii() and path.isprintable() and path == path.strip() and not path.endswith("\\") \
+            and len(path) < 4096:
+        return None  # plain for systemd.check_plain too, which need not be imported for it (re)
     from . import systemd
 
     try:
@@ -331,6 +348,7 @@ def read(sources: Dict[str, bytes], leave_out: AbstractSet[str] = frozenset()) -
     cannot be parsed, or the whole conf (see the module doc), and the
     services in ``leave_out``."""
     from . import config, graph
+    from .errors import ConfigError, Problem, UsageError
 
     sources = dict(sources)
     file_problems: List[Problem] = []
@@ -411,6 +429,8 @@ def install_links(plan: UnitPlan) -> List[str]:
 
 def _links(unit: str, wanted_by: Sequence[str] = (), required_by: Sequence[str] = (),
            aliases: Sequence[str] = ()) -> List[str]:
+    from . import systemd
+
     suffix = systemd.INSTALL_LINKS
     links = [f"{target}{suffix['WantedBy']}/{unit}" for target in wanted_by]
     links += [f"{target}{suffix['RequiredBy']}/{unit}" for target in required_by]
@@ -447,6 +467,8 @@ def write_unit(out_dir: str, unit: str, text: str, links: Sequence[str]) -> None
 
 def _report(log: Log, conf_dir: str, outcome: Outcome) -> None:
     """What was left out in one line, then every problem (FILE:LINE:COL first)."""
+    from .errors import one_line
+
     count = f"{len(outcome.problems)} problem{'s' if len(outcome.problems) != 1 else ''}"
     left_out = "everything" if outcome.left_out is None else ", ".join(
         sorted(outcome.left_out) + [f"the file {path}" for path in outcome.files_left_out])
@@ -506,6 +528,8 @@ def install(root: str = "/") -> Tuple[str, str]:
     """Link ROOT/etc/systemd/system-generators/unitgen to unitgen-generator;
     returns (link, target). A link of unitgen's to another target (an older
     install) is replaced; anything else there is the operator's and refused."""
+    from .errors import UnitgenError
+
     link, target = os.path.join(root, LINK), program()
     if _ours(link) and os.readlink(link) == target:
         return link, target
@@ -522,6 +546,8 @@ def install(root: str = "/") -> Tuple[str, str]:
 
 def uninstall(root: str = "/") -> Optional[str]:
     """Remove unitgen's link; returns it, or None when there was none."""
+    from .errors import UnitgenError
+
     link = os.path.join(root, LINK)
     if not os.path.lexists(link):
         return None

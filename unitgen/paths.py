@@ -12,24 +12,52 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import sysconfig
-from functools import lru_cache
-from pathlib import Path
 
-from .errors import UnitgenError
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from functools import lru_cache
+    from pathlib import Path
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+    from .errors import UnitgenError
+
+    _once = lru_cache(maxsize=None)
+else:
+    def _once(function):
+        """functools.lru_cache(maxsize=None), without importing functools (collections)."""
+        results = {}
+
+        def cached(*args):
+            if args not in results:
+                results[args] = function(*args)
+            return results[args]
+
+        cached.cache_clear = results.clear
+        cached.__doc__, cached.__name__, cached.__wrapped__ = function.__doc__, function.__name__, function
+        return cached
+
+# The generator's cache hit (gencache.py) asks this module for the probe, its
+# own path and the templates: so it imports no pathlib, shutil or sysconfig
+# until it must look further than next to this interpreter.
+PACKAGE_DIR = os.path.dirname(os.path.realpath(__file__))
 PROBE_SCRIPT = "unitgen-probe"
 
 
-@lru_cache(maxsize=None)
 def templates_dir() -> Path:
-    for candidate in (PACKAGE_DIR / "templates", PACKAGE_DIR.parent / "templates"):
-        if (candidate / "service.j2").is_file():
+    from pathlib import Path
+
+    return Path(templates_path())
+
+
+@_once
+def templates_path() -> str:
+    for candidate in (os.path.join(PACKAGE_DIR, "templates"), os.path.join(os.path.dirname(PACKAGE_DIR), "templates")):
+        if os.path.isfile(os.path.join(candidate, "service.j2")):
             return candidate
-    raise UnitgenError(f"unitgen's templates are missing (looked in {PACKAGE_DIR}/templates and {PACKAGE_DIR.parent}/templates)")
+    from .errors import UnitgenError
+
+    raise UnitgenError(f"unitgen's templates are missing (looked in {PACKAGE_DIR}/templates and "
+                       f"{os.path.dirname(PACKAGE_DIR)}/templates)")
 
 
 def probe_command(override: "str | None" = None) -> str:
@@ -37,6 +65,8 @@ def probe_command(override: "str | None" = None) -> str:
     chosen = override or os.environ.get("UNITGEN_PROBE")
     if chosen:
         if not os.path.isabs(chosen):
+            from .errors import UnitgenError
+
             raise UnitgenError(f"the probe path {chosen!r} must be absolute: units run it without a PATH")
         return chosen
     return installed_script(PROBE_SCRIPT)
@@ -56,17 +86,19 @@ def probe_argv(probe: str) -> "list[str]":
     as it is."""
     try:
         own = installed_script(PROBE_SCRIPT)
-    except UnitgenError:
+    except Exception as exc:
+        from .errors import UnitgenError  # imported only when raised (errors imports dataclasses)
+
+        if not isinstance(exc, UnitgenError):
+            raise
         return [probe]
     lean = _lean_probe(own) if probe == own else None
     return lean or [probe]
 
 
-@lru_cache(maxsize=None)
+@_once
 def _lean_probe(script: str) -> "list[str] | None":
-    import unitgen_probe
-
-    start = os.path.join(os.path.dirname(os.path.abspath(unitgen_probe.__file__)), PROBE_START)
+    start = os.path.join(package_dir("unitgen_probe") or "", PROBE_START)
     try:
         with open(script, "rb") as f:
             first = f.readline(4096)
@@ -82,10 +114,31 @@ def _lean_probe(script: str) -> "list[str] | None":
     return [interpreter, "-IS", start]
 
 
-@lru_cache(maxsize=None)
 def installed_script(name: str) -> str:
     """The absolute path of one of unitgen's console scripts: next to this
     interpreter, in its install scheme's scripts directory, else on PATH."""
+    found = _find_script(name)
+    if found is None:
+        from .errors import UnitgenError
+
+        hint = "; pass --probe /absolute/path/to/unitgen-probe" if name == PROBE_SCRIPT else ""
+        raise UnitgenError(f"{name} is not installed next to this Python (install unitgen with pip), "
+                           f"and not on PATH{hint}")
+    return found
+
+
+@_once
+def _find_script(name: str) -> "str | None":
+    """installed_script(), None where it raises."""
+    executable = sys.executable
+    if os.path.isabs(executable) and os.path.normpath(executable) == executable:  # the usual case, decided
+        candidate = os.path.join(os.path.dirname(executable), name)  # without pathlib and sysconfig
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    import shutil
+    import sysconfig
+    from pathlib import Path
+
     schemes = [sysconfig.get_default_scheme()] if hasattr(sysconfig, "get_default_scheme") else []
     schemes.append(f"{os.name}_user")
     dirs = [Path(sys.executable).parent]
@@ -95,12 +148,26 @@ def installed_script(name: str) -> str:
         except KeyError:
             continue
     for directory in dirs:
-        candidate = directory / name
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
+        candidate_path = directory / name
+        if candidate_path.is_file() and os.access(candidate_path, os.X_OK):
+            return str(candidate_path)
     found = shutil.which(name)
-    if found:
-        return os.path.abspath(found)
-    hint = "; pass --probe /absolute/path/to/unitgen-probe" if name == PROBE_SCRIPT else ""
-    raise UnitgenError(f"{name} is not installed next to this Python (install unitgen with pip), "
-                       f"and not on PATH{hint}")
+    return os.path.abspath(found) if found else None
+
+
+def package_dir(name: str) -> "str | None":
+    """The directory of the top-level package ``name`` as ``import name`` would
+    find it (its spec's origin), without importing it or importlib.util; None
+    when it cannot be found."""
+    module = sys.modules.get(name)
+    spec = getattr(module, "__spec__", None) if module is not None else None
+    for finder in sys.meta_path if spec is None else ():
+        find = getattr(finder, "find_spec", None)
+        try:
+            spec = find(name, None) if find is not None else None
+        except (ImportError, ValueError):
+            spec = None
+        if spec is not None:
+            break
+    origin = getattr(spec, "origin", None)
+    return os.path.dirname(os.path.abspath(origin)) if isinstance(origin, str) else None

@@ -37,11 +37,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .errors import Problem, UnitgenError
+from .shadowing import ADMIN_DIRS, below as _below, shadowing  # noqa: F401 (shadowing: this module's API too)
 
 if TYPE_CHECKING:
     from .graph import UnitPlan
 
-ADMIN_DIRS = ("/etc/systemd/system", "/run/systemd/system")
 VENDOR_DIRS = ("/lib/systemd/system", "/usr/lib/systemd/system")
 _INSTALL_SECTION = re.compile(r"^\[Install\]\s*$", re.M)
 _SECTION = re.compile(r"^\[", re.M)
@@ -157,29 +157,6 @@ def _aliases(path: str) -> List[str]:
     end = _SECTION.search(section)
     section = section[:end.start()] if end else section
     return [word for value in _ALIAS.findall(section) for word in value.split()]
-
-
-def shadowing(name: str, root: str = "/") -> Optional[str]:
-    """What in /etc/systemd/system or /run/systemd/system hides a generated unit
-    ``name`` (generators' units rank below both), as one phrase; None if nothing."""
-    for directory in ADMIN_DIRS:
-        path = os.path.join(directory, name)
-        full = _below(root, path)
-        if os.path.islink(full):
-            target = os.readlink(full)
-            if target == "/dev/null":
-                return f"{path} masks it"
-            unit = os.path.basename(target)
-            if unit != name:
-                return f"{path} is an alias of {unit}: systemctl disable {unit}, then systemctl daemon-reload"
-            return f"{path} links another {name}: remove it"
-        if os.path.exists(full):
-            return f"{path} is another unit file of that name: remove it"
-    return None
-
-
-def _below(root: str, path: str) -> str:
-    return os.path.join(root, path.lstrip("/")) if root not in ("", "/") else path
 
 
 def system_dir(output: str, root: str = "/") -> Optional[str]:
