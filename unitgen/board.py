@@ -87,6 +87,8 @@ STATES = ("ready", "down", "waiting", "root-cause", "unknown")
 SSH_TIMEOUT = 10.0  # seconds for one host's systemctl show over ssh
 SSH_OUTPUT_LIMIT = 1 << 20  # bytes read from one host's ssh: a hostile host cannot fill our memory
 SSH_IN_FLIGHT = 32
+# The operator's ssh, never asking anything (no password prompt in the middle of a board).
+SSH_COMMAND: Tuple[str, ...] = ("ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5")
 STATUS_LIMIT = 300  # characters of a STATUS= line kept
 ESTIMATE_CHEAP = 0.05  # seconds: an estimate this cheap is computed at every change
 ESTIMATE_SHARE = 10  # else at most once per this many times its cost
@@ -236,7 +238,7 @@ class Board:
     def __init__(self, conf: Conf, *, in_flight: int = defaults.BOARD_IN_FLIGHT,
                  timeout: float = defaults.BOARD_TIMEOUT, ssh: bool = False,
                  clock: Callable[[], float] = time.time,
-                 ssh_command: Sequence[str] = ("ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5")):
+                 ssh_command: Sequence[str] = SSH_COMMAND):
         self.conf = conf
         self.graph = Graph(conf)
         problems = fleet.check(conf, self.graph)
@@ -535,14 +537,15 @@ def view(document: Dict[str, Any], colour: bool, rows: Optional[int] = None) -> 
 
 def run(conf: Conf, *, watch: bool = False, interval: float = defaults.BOARD_INTERVAL, as_json: bool = False,
         in_flight: int = defaults.BOARD_IN_FLIGHT, timeout: float = defaults.BOARD_TIMEOUT, ssh: bool = False,
-        colour: bool = False, clear: bool = False, rows: Optional[int] = None,
+        ssh_config: Optional[str] = None, colour: bool = False, clear: bool = False, rows: Optional[int] = None,
         echo: Callable[[str], None] = print) -> int:
     """``unitgen board``: one round, or with ``watch`` one every ``interval``
     s until every service is ready or Ctrl-C. Exit 0 only when all are ready
     at the last round, else 1."""
     import json
 
-    board = Board(conf, in_flight=in_flight, timeout=timeout, ssh=ssh)
+    command = SSH_COMMAND + (("-F", ssh_config) if ssh_config else ())
+    board = Board(conf, in_flight=in_flight, timeout=timeout, ssh=ssh, ssh_command=command)
     document: Optional[Dict[str, Any]] = None
     try:
         while True:

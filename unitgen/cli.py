@@ -506,8 +506,10 @@ def status(conf: str, host: Optional[str], bus_address: Optional[str], as_json: 
 @click.option("--ssh", is_flag=True,
               help="Also ask each host's systemd (ssh HOST systemctl show, your own ssh config) "
                    "what its units that are not ready wait for.")
+@click.option("--ssh-config", metavar="FILE", type=click.Path(dir_okay=False),
+              help="With --ssh: ssh -F FILE instead of your own ssh config.")
 def board(conf: str, watch: bool, interval: float, as_json: bool, timeout: float, in_flight: int,
-          ssh: bool) -> None:
+          ssh: bool, ssh_config: Optional[str]) -> None:
     """Show the whole fleet's recovery from here: every service ready, waiting or a root cause.
 
     Checks every service of the conf on every host as its dependents do (its
@@ -531,7 +533,8 @@ def board(conf: str, watch: bool, interval: float, as_json: bool, timeout: float
     tty = not as_json and sys.stdout.isatty()
     rows = max(shutil.get_terminal_size().lines - 12, 5) if tty and watch else None
     sys.exit(boarding.run(_load(conf), watch=watch, interval=interval, as_json=as_json, in_flight=in_flight,
-                          timeout=timeout, ssh=ssh, colour=colour, clear=watch and tty, rows=rows,
+                          timeout=timeout, ssh=ssh or ssh_config is not None, ssh_config=ssh_config,
+                          colour=colour, clear=watch and tty, rows=rows,
                           echo=lambda text: click.echo(text, color=colour)))
 
 
