@@ -355,3 +355,35 @@ def test_results_are_immutable_values():
     with pytest.raises(AttributeError):
         result.ok = False
     assert repr(result) == "Result(ok=True, reason='connected', latency=0.5)"
+
+
+def _raw(data):
+    """A handler that writes *data* as the whole response, then closes."""
+    def respond(handler):
+        handler.wfile.write(data)
+    return respond
+
+
+def test_http_response_framing():
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nsta\r\n6\r\ntus UP\r\n0\r\n\r\n"
+    with HttpServer(_raw(chunked)) as server:
+        assert check(Target("http", server.url, body="status UP")).ok  # chunks joined, no framing in the body
+        assert not check(Target("http", server.url, body="3;x=y")).ok
+    cut = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nshort"
+    with HttpServer(_raw(cut)) as server:
+        assert check(Target("http", server.url)).ok  # no --body: the body is not read
+        assert check(Target("http", server.url, body="x")).reason == "the connection closed in the middle of the body"
+    with HttpServer(_raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")) as server:
+        assert check(Target("http", server.url, body="x")).reason == "the connection closed in the middle of the body"
+    sized = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nUPDOWN"
+    with HttpServer(_raw(sized)) as server:  # only Content-Length bytes are the body
+        assert check(Target("http", server.url, body="^UP$")).ok
+    early = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"
+    with HttpServer(_raw(early)) as server:  # informational answers come before the final one
+        assert check(Target("http", server.url)).reason == "HTTP status 204"
+    latin = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain; charset=\"ISO-8859-1\"\r\n\r\n\xe9t\xe9"
+    with HttpServer(_raw(latin)) as server:
+        assert check(Target("http", server.url, body="^\u00e9t\u00e9$")).ok
+    for garbage in (b"\r\n", b"HTTP/1.1 2000 OK\r\n\r\n", b"HTTP/1.1 99 Low\r\n\r\n", b"HTTP/1.1\r\n\r\n"):
+        with HttpServer(_raw(garbage)) as server:
+            assert check(Target("http", server.url)).reason == "not an HTTP response", garbage

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from probe_helpers import PROBES, WAIT, open_port
+from probe_helpers import PROBES, WAIT, HttpServer, answer, open_port
 
 HEAVY = {"ssl", "http.client", "json", "subprocess", "threading", "random", "urllib.parse", "re",
          "socket", "signal", "selectors", "difflib", "importlib.metadata", "os"}
@@ -35,8 +35,16 @@ def test_a_tcp_probe_loads_nothing_heavy():
     assert not loaded & HEAVY, loaded & HEAVY
 
 
+def test_a_plain_http_probe_loads_nothing_heavy():
+    """Plain http is spoken over a bare socket: no ssl, http.client, urllib.parse or re."""
+    with HttpServer(answer(200)) as server:
+        loaded = _modules_after("from unitgen_probe.cli import main\n"
+                                f"assert main(['--once', 'http', {server.url + '/health'!r}]) == 0")
+    assert not loaded & HEAVY, loaded & HEAVY
+
+
 @pytest.mark.parametrize("kind, spec, needs", [
-    ("http", "http://127.0.0.1:1/", {"http.client"}),
+    ("http", "https://127.0.0.1:1/", {"ssl"}),
     ("exec", "true", {"subprocess"}),
     ("dns", "localhost", set()),
 ])

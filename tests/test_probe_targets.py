@@ -201,3 +201,19 @@ def test_a_usage_error_is_one_line_whatever_it_quotes(argv):
     with pytest.raises(UsageError) as error:
         parse_argv(argv)
     assert printable(str(error.value)) == str(error.value)
+
+
+@pytest.mark.parametrize("spec", [
+    "http://localhost:8080/healthz", "https://user:p%40ss@[::1]/a?b=c#frag", "HTTPS://Example.COM/ü/'\"$\\%41",
+    "http://h", "http://h:/", "http://h:0080/x?", "http://u@h/", "http://u:@h#", "http://U:P@H.Example:1/P?Q#F",
+    "http://[fe80::1%25Eth0]:8/", "http://[::FFFF:10.0.0.1]/a/b?c?d#e#f",
+    "http://bücher.example/", "http://h/a;b?c;d", "http://h?x", "http://h#x", "http://1.2.3.4:65535",
+])
+def test_urls_split_as_urlsplit_splits_them(spec):
+    """The probe splits URLs by hand (no urllib.parse at start-up); unitgen reads
+    the same fields as from urlsplit, so they must be the same values."""
+    from urllib.parse import urlsplit
+
+    url, expected = Target("http", spec).address, urlsplit(spec)
+    for field in ("scheme", "netloc", "path", "query", "fragment", "username", "password", "hostname", "port"):
+        assert getattr(url, field) == getattr(expected, field), field

@@ -237,8 +237,42 @@ def _parse_tcp(spec):
     return _hostname(host, "tcp " + spec), _port(port, spec)
 
 
+class Url(Frozen):
+    """An http:// or https:// URL, split as ``urllib.parse.urlsplit`` splits
+    it: the same fields with the same values (``scheme``, ``netloc``,
+    ``path``, ``query``, ``fragment``, ``username``, ``password``,
+    ``hostname``, ``port``), for every URL `parse_url` accepts. Split by
+    hand because urllib.parse loads re and more, several times what a
+    plain-http probe needs to start; made by `parse_url` only."""
+
+    _FIELDS = __slots__ = ("scheme", "netloc", "path", "query", "fragment",
+                           "username", "password", "hostname", "port")
+    scheme: str
+    netloc: str
+    path: str
+    query: str
+    fragment: str
+    username: "str | None"
+    password: "str | None"
+    hostname: "str | None"
+    port: "int | None"
+
+    def __init__(self, scheme, netloc, path, query, fragment, port):
+        userinfo, at, hostinfo = netloc.rpartition("@")
+        username, colon, password = userinfo.partition(":")
+        _, bracket, inside = hostinfo.partition("[")
+        host = inside.partition("]")[0] if bracket else hostinfo.partition(":")[0]
+        address, percent, zone = host.partition("%")  # an IPv6 zone keeps its case
+        self._freeze(scheme=scheme, netloc=netloc, path=path, query=query, fragment=fragment,
+                     username=username if at else None, password=password if at and colon else None,
+                     hostname=address.lower() + percent + zone if host else None, port=port)
+
+    def __repr__(self):
+        return f"Url({redact(self.scheme + '://' + self.netloc + self.path)!r})"
+
+
 def parse_url(spec, strict=True):
-    """Validate an http:// or https:// URL -> urllib.parse.SplitResult.
+    """Validate an http:// or https:// URL -> `Url`.
 
     *strict* (a URL the operator wrote): an ``@`` after the host is refused,
     so that the credentials of an accepted URL are exactly what `redact`
@@ -254,28 +288,41 @@ def parse_url(spec, strict=True):
         raise UsageError(f"http {_url_shown(spec)}: the URL contains "
                          f"{'a space' if bad[0] == ' ' else 'a control character'}"
                          " (percent-encode it)")
+    rest = spec[len(scheme) + 3:]
+    ends = [i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0]
+    netloc, rest = rest[:min(ends, default=len(rest))], rest[min(ends, default=len(rest)):]
+    rest, _, fragment = rest.partition("#")
+    path, _, query = rest.partition("?")
+    where = "http " + _url_shown(spec)
+    if ("[" in netloc) != ("]" in netloc):
+        raise UsageError(f"{where}: Invalid IPv6 URL")
+    if not netloc.isascii():
+        _nfkc_check(spec, where)
+    if strict and "@" in spec[len(scheme) + 3 + len(netloc):]:
+        raise UsageError(f"{where}: an '@' after the host: percent-encode it as %40 "
+                         "(and in a user name or password, / # ? @ as %2F %23 %3F %40)")
+    hostinfo = netloc.rpartition("@")[2]
+    port_text = (hostinfo.partition("]")[2] if "[" in hostinfo else hostinfo).partition(":")[2]
+    port = int(port_text) if port_text.isascii() and port_text.isdigit() else (None if not port_text else 0)
+    if port is not None and not 0 < port < 65536:
+        raise UsageError(f"{where}: the port must be a number from 1 to 65535")
+    url = Url(scheme, netloc, path, query, fragment, port)
+    if "[" in netloc:
+        _ipv6(url.hostname or "", where)
+    else:
+        _hostname(url.hostname or "", where)
+    return url
+
+
+def _nfkc_check(spec, where):
+    """urlsplit's refusal of a non-ASCII host that NFKC normalization turns
+    into one with ``/ ? # @ :`` (a different host once encoded)."""
     from urllib.parse import urlsplit
 
     try:
-        url = urlsplit(spec)
-    except ValueError as error:  # e.g. "Invalid IPv6 URL"
-        raise UsageError(f"http {_url_shown(spec)}: {error}") from None
-    if strict and "@" in spec[len(scheme) + 3 + len(url.netloc):]:
-        raise UsageError(f"http {_url_shown(spec)}: an '@' after the host: percent-encode it as %40 "
-                         "(and in a user name or password, / # ? @ as %2F %23 %3F %40)")
-    try:
-        port = url.port  # None when absent; ValueError when not a number in 0-65535
-    except ValueError:
-        port = 0
-    if port == 0:
-        raise UsageError(f"http {_url_shown(spec)}: the port must be a number from 1 to 65535")
-    host = url.hostname or ""
-    where = "http " + _url_shown(spec)
-    if "[" in url.netloc:
-        _ipv6(host, where)
-    else:
-        _hostname(host, where)
-    return url
+        urlsplit(spec)
+    except ValueError as error:
+        raise UsageError(f"{where}: {error}") from None
 
 
 def _parse_unix(spec):
