@@ -261,12 +261,15 @@ def test_a_replicated_dependency_holds_its_dependent_until_its_need_answers(tmp_
     assert s["app@h1"]["state"] == "waiting"
     assert s["app@h1"]["waiting_on"] == ["kv@h2", "kv@h3"] and s["app@h1"]["needs"] == ["kv@h1", "kv@h2", "kv@h3"]
     assert s["kv@h1"]["replicas"] == {"ready": 1, "of": 3}
+    assert s["app@h1"]["groups"] == [{"name": "kv", "need": 2, "of": 3, "ready": 1,
+                                      "ids": ["kv@h1", "kv@h2", "kv@h3"]}]
     listeners[("kv", "h3")].up()
     doc = b.refresh()
     s = by_id(doc)
     assert s["app@h1"]["state"] == "root-cause" and s["app@h1"]["waiting_on"] == []
     assert doc["root_causes"] == ["kv@h2", "app@h1"]
     assert s["kv@h2"]["replicas"] == {"ready": 2, "of": 3}
+    assert "kv: 2 of 3 ready, need 2" in "\n".join(board.view(doc, colour=False))
     for listener in listeners.values():
         listener.sock.close()
 
@@ -385,3 +388,40 @@ def test_many_tcp_checks_at_once_say_what_the_probe_says_one_at_a_time():
     finally:
         for s in (refusing, accepting, full, *fillers):
             s.close()
+
+
+def test_ctrl_c_ends_a_watch_at_once_with_exit_1_when_not_all_are_ready(chain):
+    import signal
+    import subprocess
+    import sys
+
+    conf, _ = chain
+    unitgen = os.path.join(os.path.dirname(sys.executable), "unitgen")
+    process = subprocess.Popen([unitgen, "board", conf.path, "--watch", "--json", "--interval", "0.1"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert json.loads(process.stdout.readline())["root_causes"] == ["db@h1"]
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=20) == 1
+        assert "Traceback" not in process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_a_conf_without_hosts_is_checked_at_this_machine(tmp_path, served):
+    listener = Listener("127.0.0.1", served)
+    try:
+        path = tmp_path / "conf.yaml"
+        path.write_text(f"version: 1\nservices:\n  db: {{exec: [/bin/true], listen: {listener.port}}}\n"
+                        "  app: {exec: [/bin/true], deps: [{service: db}]}\n")
+        conf = config.load(str(path))
+        doc = board.Board(conf, clock=Clock()).refresh()
+        assert [(s["id"], s["host"], s["state"]) for s in doc["services"]] == [
+            ("db", None, "root-cause"), ("app", None, "unknown")]
+        assert doc["hosts"] == [] and doc["total"] == 1 and doc["unknown"] == 1
+        listener.up()
+        assert board.run(conf, echo=lambda text: None) == 0  # app is unknown: not counted
+    finally:
+        listener.sock.close()

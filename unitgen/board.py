@@ -53,7 +53,10 @@ adding fields::
                    "status_line": <str|null: its unit's STATUS= (--ssh), control characters escaped>,
                    "status_source": "ssh"|"inferred",
                    "unit_state": <str|null: "activating (start-pre)" (--ssh)>,
-                   "replicas": {"ready": 2, "of": 3} | null}, ...]}   # a replicated service's copies
+                   "replicas": {"ready": 2, "of": 3} | null,   # a replicated service's own copies
+                   "groups": [{"name": "kv", "need": 2, "of": 3, "ready": 1, "ids": ["kv@h1", ...]}, ...]
+                                 # what it needs N of (a replicated service, an any:/of: group)
+                  }, ...]}
 
 ``down`` is in the vocabulary for the page; every service that is not ready
 is ``waiting`` or ``root-cause`` here. ``graph_ids(graph)`` maps the node ids
@@ -366,6 +369,9 @@ class Board:
                 "unit_state": f"{unit.active} ({unit.sub})" if unit is not None else None,
                 "replicas": None if len(copies) < 2 else {
                     "ready": sum(bool(ready[(node[0], h)]) for h in copies), "of": len(copies)},
+                "groups": [{"name": self._group_name(nodes), "need": need, "of": len(nodes),
+                            "ready": sum(bool(ready[n]) for n in nodes), "ids": [self.ids[n] for n in nodes]}
+                           for need, nodes in self.requirements[node] if len(nodes) > 1],
             })
         up = frozenset(n for n in self.nodes if ready[n] is not False)
         return {
@@ -380,6 +386,11 @@ class Board:
             "waves": [{"wave": w, "ready": r, "total": t} for w, (r, t) in sorted(waves.items())],
             "services": services,
         }
+
+    def _group_name(self, nodes: Sequence[Node]) -> str:
+        """A group of needs by name: the service whose copies they are, else their ids."""
+        names = {n[0] for n in nodes}
+        return next(iter(names)) if len(names) == 1 else "[" + ", ".join(self.ids[n] for n in nodes) + "]"
 
     # -- systemd over ssh ------------------------------------------------------------
 
@@ -520,6 +531,8 @@ def view(document: Dict[str, Any], colour: bool, rows: Optional[int] = None) -> 
                 (f" ({s['status_source']})" if s["status_source"] == "inferred" else "") + f"; {detail}"
         if s["status_line"]:
             detail += f"; systemd: {s['status_line']}"
+        for group in s["groups"]:
+            detail += f"; {group['name']}: {group['ready']} of {group['of']} ready, need {group['need']}"
         if s["replicas"]:
             detail += f"; copies {s['replicas']['ready']} of {s['replicas']['of']} ready"
         cells.append((s["id"], s["state"], _age(now - s["since"]), str(s["wave"]), s["check"], detail))
