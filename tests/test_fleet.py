@@ -106,6 +106,34 @@ def test_dependencies_resolve_per_host(tmp_path):
         ("tcp", "10.0.0.1:5432", "db@h1"), ("tcp", "[fd00::3]:5432", "db@h3")]
 
 
+def test_every_hosts_plans_at_once_are_each_hosts_plan(tmp_path):
+    """check renders every host from graph.plans_by_host (the graph built once):
+    the same plans, slots and upholds included, as graph.plan host by host."""
+    paced = write(tmp_path, """
+        version: 1
+        hosts: {h1: {}, h2: {}, h3: {}}
+        services:
+          db: {exec: [/bin/db], host: h1, listen: 5432, accepts: 2/s}
+          cache: {exec: [/bin/cache], host: [h1, h2], listen: 6379}
+          api:
+            exec: [/bin/api]
+            host: "*"
+            listen: 8080
+            on_dependency_loss: restart
+            deps: [{service: db}, {service: cache}]
+          web: {exec: [/bin/web], host: [h2, h3], deps: [{service: api, need: all}]}
+    """, "paced.yaml")
+    for path in (ROOT / "examples/conf.yaml", ROOT / "examples/replicas.yaml", paced):
+        conf = config.load(str(path))
+        hosts = list(conf.hosts) or [None]
+        at_once = graph.plans_by_host(conf, hosts)
+        assert list(at_once) == hosts
+        for host in hosts:
+            assert at_once[host] == graph.plan(conf, host)
+        assert any(p.slot for plans in at_once.values() for p in plans) == (path == paced)
+        assert graph.plans_by_host(conf, hosts[-1:]) == {hosts[-1]: at_once[hosts[-1]]}
+
+
 # -- check -----------------------------------------------------------------------
 
 def test_two_services_on_one_host_port(tmp_path):

@@ -187,6 +187,7 @@ def _render_everywhere(model, probe_path: Optional[str]) -> None:
     """check is render without writing: the units of every host of the fleet are
     rendered with the same Renderer, so whatever render would refuse, check
     reports (ConfigError, at its place). Nothing is written."""
+    from . import graph
     from .render import Renderer
 
     try:
@@ -194,9 +195,9 @@ def _render_everywhere(model, probe_path: Optional[str]) -> None:
     except UnitgenError:  # no probe installed here: render the units as if it were
         renderer = Renderer("/usr/bin/unitgen-probe")
     problems: List[Problem] = []
-    for host in list(model.hosts) or [None]:
+    for host, plans in graph.plans_by_host(model, list(model.hosts) or [None]).items():
         try:
-            renderer.render(model, host)
+            renderer.render(model, host, plans=plans)
         except ConfigError as exc:
             problems.extend(p for p in exc.problems if p not in problems)
     if problems:

@@ -161,13 +161,28 @@ def plan(conf: Conf, host: Optional[str]) -> List[UnitPlan]:
 
     Raises ConfigError for unresolvable dependencies and dependency cycles.
     """
+    return plans_by_host(conf, [host])[host]
+
+
+def plans_by_host(conf: Conf, hosts: Sequence[Optional[str]]) -> Dict[Optional[str], List[UnitPlan]]:
+    """plan() of each of ``hosts``, the graph built and checked once for all
+    (check renders every host of a fleet: O(services), not O(hosts x services))."""
     graph = Graph(conf)
     problems = check(conf, graph)
     if problems:
         raise ConfigError(problems)
-    here = [s for s in conf.services.values() if host in placements(conf, s)]
-    resolved = {s.name: _resolve(conf, s, host, graph) for s in here}
+    here: Dict[Optional[str], List[Service]] = {host: [] for host in hosts}
+    for service in conf.services.values():  # conf order, on each host
+        for host in placements(conf, service):
+            if host in here:
+                here[host].append(service)
     slots = graph.slots()
+    return {host: _plan(conf, graph, host, services, slots) for host, services in here.items()}
+
+
+def _plan(conf: Conf, graph: "Graph", host: Optional[str], here: List[Service],
+          slots: Dict[Node, float]) -> List[UnitPlan]:
+    resolved = {s.name: _resolve(conf, s, host, graph) for s in here}
     upholds: Dict[str, List[str]] = {}
     for service in here:
         if service.on_dependency_loss != "ignore":

@@ -81,14 +81,17 @@ class Renderer:
         self.template = env.get_template("service.j2")
         self.watch_template = env.get_template("watch.j2")
 
-    def render(self, conf: Conf, host: Optional[str], source_path: Optional[str] = None) -> Dict[str, str]:
+    def render(self, conf: Conf, host: Optional[str], source_path: Optional[str] = None,
+               plans: Optional[List[graph.UnitPlan]] = None) -> Dict[str, str]:
         """{unit name: unit text} for every service ``host`` runs, in conf order.
 
         ``source_path`` adds SourcePath= (for the generator: systemd then knows
-        which file a unit came from).
+        which file a unit came from); ``plans``: graph.plan(conf, host), when
+        the caller has it already.
         """
         source = os.path.abspath(conf.path)
-        plans = graph.plan(conf, host)
+        if plans is None:
+            plans = graph.plan(conf, host)
         units = {p.unit: self.unit(p, source, source_path) for p in plans}
         watcher = self.watcher(plans, [source] + (["--host", host] if host else []), source, source_path)
         if watcher:

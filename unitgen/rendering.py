@@ -32,11 +32,11 @@ def run(conf: Conf, *, output: str = "-", host: Optional[str] = None, probe: Opt
 
     where = graph.local_host(conf, host)
     renderer = Renderer(probe)
-    units = renderer.render(conf, where)
+    plans = graph.plan(conf, where)
+    units = renderer.render(conf, where, plans=plans)
     if output == "-":
         out("\n".join(f"### {name}\n{text}" for name, text in units.items()))
         return 0
-    plans = graph.plan(conf, where)
     if not allow_unreachable_probe and _for_this_machine(conf, where):
         from .lint import refuse_unreachable_probe
 
