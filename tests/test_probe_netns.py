@@ -3,9 +3,10 @@ SYNs, names that start to resolve or move, and a DNS server that never
 answers. Every address used lives inside these namespaces."""
 
 import json
+import subprocess
 
 import pytest
-from probe_helpers import DroppingRoute, Netns, ProbeProcess, need_netns, run_probe, stop
+from probe_helpers import DroppingRoute, Netns, ProbeProcess, need_netns, run_probe, stop, wait_until
 
 PORT = 5432
 FILES_ONLY = "hosts: files\n"
@@ -40,6 +41,34 @@ def test_a_host_that_comes_back_is_noticed(route):
         route.bring_up()
         assert probe.finish() == 0
     assert "ready after" in probe.stderr
+
+
+def _syns_in_flight(netns, address):
+    """Local ports of the connections in SYN-SENT to *address* in *netns* (ss's numbers)."""
+    done = subprocess.run(["ip", "netns", "exec", netns, "ss", "-Htn", "state", "syn-sent", "dst", address],
+                          capture_output=True, text=True, check=True)
+    return {line.split()[-2].rpartition(":")[2] for line in done.stdout.splitlines() if line.strip()}
+
+
+def test_a_host_that_drops_syns_gets_a_fresh_syn_during_an_attempt(route):
+    """The kernel retransmits a SYN 1, 3, 7, 15 s after the first: one attempt
+    of 30 s would see a host that comes back only that late. The probe keeps
+    sending fresh SYNs (new connections, the old ones still waiting) within
+    the attempt, and the one that meets the host back is accepted."""
+    route.host_ns.serve("0.0.0.0", PORT)
+    target = f"{route.DROPPED}:{PORT}"
+    with ProbeProcess("--json", "tcp", target, "--timeout", "30", netns=route.probe_ns.name) as probe:
+        seen = set()
+
+        def three_syns():
+            seen.update(_syns_in_flight(route.probe_ns.name, route.DROPPED))
+            return len(seen) >= 3
+
+        wait_until(three_syns, timeout=15, interval=0.05, what="three connections in SYN-SENT from one attempt")
+        route.bring_up()
+        assert probe.finish() == 0
+    (result,) = (json.loads(line) for line in probe.stdout.splitlines())
+    assert result["ok"] and result["attempts"] == 1, result  # seen by the attempt it came back in
 
 
 # Two addresses in one prefix, so that getaddrinfo keeps the hosts file's

@@ -23,6 +23,15 @@ from .frame import Failed
 #: Start connecting to the next address this long after the previous one if
 #: that one has not answered yet (RFC 8305's "connection attempt delay").
 STAGGER = 0.25
+#: Once every address has been tried, send a fresh SYN (a new socket, the
+#: earlier ones kept waiting) this often to each address that has not
+#: answered: the kernel retransmits a SYN only 1 s, then 3 s, 7 s... after
+#: the first, so a host that comes back in the middle of an attempt would
+#: otherwise be seen up to a second late (or at the next attempt). With
+#: this, and the gap between attempts, a SYN leaves at least every ~0.4 s.
+RESEND = 0.4
+#: At most this many connections in flight in one attempt.
+MAX_IN_FLIGHT = 8
 
 _ERRNO_REASONS = {
     errno.ECONNREFUSED: "connection refused (port closed)",
@@ -152,7 +161,9 @@ def connect_any(addresses, budget, name_them):
 
     The next address is tried when the previous one fails, or after
     `STAGGER` if it has not answered yet, so a host that drops SYNs on one
-    address does not eat the budget of the others. Returns the connected
+    address does not eat the budget of the others. Once all have been
+    tried, each that has not answered gets a fresh SYN every `RESEND`
+    seconds (earlier connections still count). Returns the connected
     socket, in blocking mode. Raises `Failed` with the reason of each
     address, in their order, naming the address when *name_them* is true
     or there are several.
@@ -163,25 +174,42 @@ def connect_any(addresses, budget, name_them):
     poller = select.poll()
     started = 0
     next_start = monotonic()
+
+    def drop(index):
+        """Stop waiting for the other connections to the address at *index*."""
+        for fd in [fd for fd, (_, i) in pending.items() if i == index]:
+            poller.unregister(fd)
+            pending.pop(fd)[0].close()
+
     try:
         while started < len(addresses) or pending:
             now = monotonic()
             if now >= budget.deadline:
                 break
             if started < len(addresses) and (not pending or now >= next_start):
-                sock, error = _start_connect(addresses[started])
+                batch, next_start = [started], now + STAGGER
+                started += 1
+            elif started == len(addresses) and now >= next_start:
+                waiting = sorted({index for _, index in pending.values()})
+                batch, next_start = waiting[:max(0, MAX_IN_FLIGHT - len(pending))], now + RESEND
+            else:
+                batch = []
+            for index in batch:
+                sock, error = _start_connect(addresses[index])
                 if not error:
                     return sock
                 if error == errno.EINPROGRESS:
-                    pending[sock.fileno()] = (sock, started)
+                    pending[sock.fileno()] = (sock, index)
                     poller.register(sock, select.POLLOUT)
-                    next_start = now + STAGGER
                 else:
-                    reasons[started] = reason(error)
-                started += 1
+                    reasons[index] = reason(error)
+                    drop(index)
+            if batch:
                 continue
-            until = min(budget.deadline, next_start) if started < len(addresses) else budget.deadline
+            until = min(budget.deadline, next_start)
             for fd, _ in poller.poll(int((until - now) * 1000) + 1):
+                if fd not in pending:  # dropped with its address earlier in this batch
+                    continue
                 sock, index = pending.pop(fd)
                 poller.unregister(fd)
                 error = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
@@ -190,6 +218,7 @@ def connect_any(addresses, budget, name_them):
                     return sock
                 sock.close()
                 reasons[index] = reason(error)
+                drop(index)
     finally:
         for sock, _ in pending.values():
             sock.close()
@@ -229,9 +258,14 @@ def check_tcp(target, budget):
     host, port = target.address
     sock = connect_any(resolve(host, port, budget), budget, not is_address(host))
     try:
-        peer = sock.getpeername()[0]
+        return connected(sock, host)
     finally:
         sock.close()
+
+
+def connected(sock, host):
+    """The words for *sock* connected to a target given as *host*."""
+    peer = sock.getpeername()[0]
     return f"connected to {peer}" if peer != host else "connected"
 
 

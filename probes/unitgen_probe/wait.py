@@ -19,10 +19,11 @@ Timing (monotonic clock throughout):
   together (a thousand units after a power restore) drift apart at once;
   attempts that fail slowly (timeouts) are spaced by their own duration;
 - while a tcp target at an IP address keeps refusing, each retry is a bare
-  connect() and nothing else (no Result, no reason, no event): the first
-  answer that is not a refusal (accepted, no answer in time, anything else)
-  is followed at once by a full attempt, which says what it is. Waiting
-  then costs one socket per attempt;
+  connect() and nothing else (no Result, no reason, no event): a connection
+  accepted is the answer (the same Result a full attempt would give, without
+  connecting twice); any other answer (no answer in time, anything else) is
+  followed at once by a full attempt, which says what it is. Waiting then
+  costs one socket per attempt;
 - a target that passed is not checked again;
 - with a deadline, no attempt outlives it: each attempt's timeout is cut
   to the time left, and no retry starts in the last `MIN_GAP` seconds.
@@ -172,33 +173,44 @@ class Waiter:
                     pass  # not even that: the next attempt will say it
             try:
                 time.sleep(_gap(probe.attempts))
-                self._while_refused(probe)
+                if self._while_refused(probe):
+                    return
             except Exception:
                 time.sleep(MAX_GAP)
 
     def _while_refused(self, probe):
         """The lean retry path (see the module doc): bare connects, a gap
-        apart, while *probe*'s tcp target keeps refusing; returns when the
-        next attempt must be a full one."""
+        apart, while *probe*'s tcp target keeps refusing. Returns True when
+        one was accepted (recorded as the passed attempt it is: a full
+        attempt would make the same connection and say the same), False
+        when the next attempt must be a full one."""
         address = _refusing(probe, self._inv.verbose)
         if address is None:
-            return
+            return False
+        from .net import connected  # loaded already: the target is a tcp one
+
         family, sockaddr = address
         while True:
             timeout = probe.timeout
+            start = time.monotonic()
             if self._deadline is not None:
-                left = self._deadline - time.monotonic()
+                left = self._deadline - start
                 if left < MIN_GAP:
-                    return  # the full attempt decides what happens at the end
+                    return False  # the full attempt decides what happens at the end
                 timeout = min(timeout, left)
             sock = _socket.socket(family, _socket.SOCK_STREAM)
             try:
                 sock.settimeout(timeout)
                 error = sock.connect_ex(sockaddr)
+                if not error:
+                    words = connected(sock, probe.target.address[0])
             finally:
                 sock.close()
+            if not error:
+                self._record(probe, Result(True, words, time.monotonic() - start))
+                return True
             if error != errno.ECONNREFUSED:
-                return
+                return False
             probe.attempts += 1  # the same count, and so the same gaps, as full attempts
             time.sleep(_gap(probe.attempts))
 
