@@ -10,7 +10,10 @@ takes a value is always that value (``--name VALUE`` or ``--name=VALUE``),
 whatever they start with; so specs and labels that begin with ``-`` need no
 quoting. The targets after ``group LABEL`` belong to that group, up to the
 next ``group``: the group is ready when ``--need`` of them (default all)
-answered; each target before the first group must answer on its own. `format_argv` writes every value as ``--option=VALUE``.
+answered; each target before the first group must answer on its own.
+``--wait-at-most SECONDS`` after a target or after ``group LABEL`` makes
+it optional: past that bound the wait goes on without it (wait.py).
+`format_argv` writes every value as ``--option=VALUE``.
 """
 
 from .targets import DEFAULT_TIMEOUT, KINDS, Group, Target, UsageError, need_of, seconds
@@ -19,7 +22,8 @@ PROG = "unitgen-probe"
 
 # Options with a value; the flags; where they may stand.
 _GLOBAL_VALUE = ("--deadline", "--slot")
-_TARGET_VALUE = ("--name", "--status", "--body", "--ca-file", "--need")
+_TARGET_VALUE = ("--name", "--status", "--body", "--ca-file", "--need", "--wait-at-most")
+_GROUP_OPTIONS = ("--need", "--wait-at-most")
 GROUP = "group"
 _FLAGS = {"--once": "once", "--any": "any", "-v": "verbose", "--verbose": "verbose",
           "-q": "quiet", "--quiet": "quiet", "--json": "json",
@@ -88,15 +92,29 @@ def parse_argv(argv):
             if spec in labels:
                 raise UsageError(f"group {spec}: given twice")
             labels.add(spec)
-            groups.append((spec, need_of(options.get("--need", "all"), spec), []))
+            groups.append((spec, need_of(options.get("--need", "all"), spec), options.get("--wait-at-most"), []))
             continue
         if "--need" in options:
             raise UsageError("--need applies to a group, not to a target")
         target = Target(kind, spec, **{opt[2:].replace("-", "_"): value for opt, value in options.items()})
-        (groups[-1][2] if groups else alone).append(target)
-    inv.groups = tuple(Group(label, members, need) for label, need, members in groups)
+        (groups[-1][3] if groups else alone).append(target)
+    inv.groups = tuple(Group(label, members, need, bound) for label, need, bound, members in groups)
     inv.targets = tuple(alone) + tuple(t for g in inv.groups for t in g.targets)
+    _check_bounds(inv)
     return inv
+
+
+def _check_bounds(inv):
+    """Optional targets and groups: a bound the deadline leaves room for, and not with --any."""
+    bounds = [t.wait_at_most for t in inv.targets] + [g.wait_at_most for g in inv.groups]
+    bounds = [b for b in bounds if b is not None]
+    if not bounds:
+        return
+    if inv.any:
+        raise UsageError("--wait-at-most has no meaning with --any (one answer is enough already)")
+    if inv.deadline and max(bounds) >= inv.deadline:
+        raise UsageError(f"--wait-at-most {max(bounds):g} is not below --deadline {inv.deadline:g}: "
+                         "the deadline would end the wait first and the start would never happen")
 
 
 def _read(words):
@@ -137,7 +155,7 @@ def _read(words):
             raise UsageError(f"{option} must follow the target it applies to")
         else:
             kind, spec, options = pending[-1]
-            if kind == GROUP and option != "--need":
+            if kind == GROUP and option not in _GROUP_OPTIONS:
                 raise UsageError(f"{option} must follow the target it applies to, not a group")
             _set_once(options, option, value if takes_value else True, f"{kind} {spec}")
     return flags, globals_, pending
@@ -182,6 +200,8 @@ def format_argv(targets, *, deadline=None, timeout=None, any_=False, groups=(), 
         words += [GROUP, group.label]
         if group.need != len(group.targets):
             words.append(f"--need={group.need}")
+        if group.wait_at_most is not None:
+            words.append("--wait-at-most=" + _seconds_text(group.wait_at_most))
         for target in group.targets:
             words += _target_words(target)
     return words
@@ -201,6 +221,8 @@ def _target_words(target):
         words.append("--insecure")
     if target.timeout is not None:
         words.append("--timeout=" + _seconds_text(target.timeout))
+    if target.wait_at_most is not None:
+        words.append("--wait-at-most=" + _seconds_text(target.wait_at_most))
     return words
 
 
@@ -237,6 +259,11 @@ target options (after the target they apply to):
   --insecure         https: do not verify the server's certificate
   --timeout SECONDS  per-attempt timeout of this target (exec: the
                      command's own timeout)
+  --wait-at-most SECONDS
+                     an optional target: once SECONDS have passed since the
+                     probe started, the wait goes on without it, and the
+                     probe exits 0 saying it starts degraded without it
+                     (also after group LABEL: the group is optional)
 
 groups (after the targets that must answer on their own):
   group LABEL        the targets that follow, up to the next group, form one

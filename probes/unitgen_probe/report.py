@@ -13,7 +13,11 @@ import sys
 
 from .targets import printable
 
-from .wait import ready, standing
+from .wait import bound_of, ready, standing, without
+
+#: How the final line and STATUS= of a probe that starts without an optional
+#: target or group begin; `unitgen watch` reads STATUS= with `started_without`.
+DEGRADED = "started degraded after "
 
 REMINDER = 30.0
 STATUS_REFRESH = 5.0
@@ -82,11 +86,16 @@ class Reporter:
             self._results()
             return
         took = duration(now - self._start)
-        if ready:
+        missing = without(self._probes, now - self._start) if ready else []
+        if missing:
+            final = DEGRADED + f"{took}: " + "; ".join(_without_phrase(g, ps) for g, ps in missing)
+            passed = ", ".join(p.target.display for p in self._probes if p.passed)
+            final += f"; ready: {passed}" if passed else ""
+        elif ready:
             final = f"ready after {took}: " + ", ".join(p.target.display for p in self._probes if p.passed)
         else:
             final = f"gave up after {took} (--deadline {self._inv.deadline:g}): " + self._summary()
-        if not (ready and self._inv.quiet):
+        if missing or not (ready and self._inv.quiet):  # a degraded start is always told
             self._log(final, now)
         self._status(final)
         if self._inv.json:
@@ -187,6 +196,23 @@ def _phrase(target, result, attempts):
     if result is None:
         return f"{target.display}: first attempt running"
     return f"{target.display}: {result.reason}, attempt {attempts}"
+
+
+def _without_phrase(group, probes):
+    """``without cache (10.0.0.12:6379) (connection refused (port closed), attempt 9; waited at most 30 s)``"""
+    waited = f"waited at most {duration(bound_of(group, probes))}"
+    if group is None:
+        probe = probes[0]
+        why = f"{probe.result.reason}, attempt {probe.attempts}" if probe.result else "first attempt running"
+        return f"{started_without(probe.target.display)}{why}; {waited})"
+    answered = sum(p.passed for p in probes)
+    return f"{started_without(printable(group.label))}{answered} of {len(probes)} answer, need {group.need}; {waited})"
+
+
+def started_without(display):
+    """What a degraded start's line and STATUS= hold for each optional target
+    (its ``display``) or group (its label) it starts without."""
+    return f"without {display} ("
 
 
 def _group_phrase(group, probes):

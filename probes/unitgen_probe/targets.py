@@ -83,12 +83,14 @@ class Target(Frozen):
     - ca_file / insecure (https): verify against this CA bundle, or not at
       all; the default verifies against the system's trust store.
     - timeout: per-attempt timeout in seconds for this target.
+    - wait_at_most: an optional target: seconds after the probe starts past
+      which the wait goes on without it (a degraded start); None: required.
 
     Targets compare equal when all these fields are equal, and are hashable.
     The constructor raises `UsageError` for anything malformed.
     """
 
-    _FIELDS = ("kind", "spec", "name", "status", "body", "ca_file", "insecure", "timeout")
+    _FIELDS = ("kind", "spec", "name", "status", "body", "ca_file", "insecure", "timeout", "wait_at_most")
     __slots__ = _FIELDS + ("_address",)
     # for type checkers only (annotations, not class attributes: __slots__ holds them)
     kind: str
@@ -99,9 +101,10 @@ class Target(Frozen):
     ca_file: "str | None"
     insecure: bool
     timeout: "float | None"
+    wait_at_most: "float | None"
 
     def __init__(self, kind, spec, name=None, status=None, body=None,
-                 ca_file=None, insecure=False, timeout=None):
+                 ca_file=None, insecure=False, timeout=None, wait_at_most=None):
         if kind not in KINDS:
             raise UsageError(f"unknown kind {kind!r} (expected {_or_list(KINDS)})")
         if not isinstance(spec, str) or not spec:
@@ -126,6 +129,7 @@ class Target(Frozen):
             ca_file=None if ca_file is None else _path(ca_file, "--ca-file"),
             insecure=bool(insecure),
             timeout=None if timeout is None else seconds(timeout, "--timeout", allow_zero=False),
+            wait_at_most=optional_bound(wait_at_most),
             _address=address,
         )
 
@@ -133,7 +137,8 @@ class Target(Frozen):
         # The spec is redacted: a repr ends up in logs and tracebacks.
         fields = [f"{self.kind!r}", f"{self.safe_spec!r}"]
         for attr, default in (("name", None), ("status", None), ("body", None),
-                              ("ca_file", None), ("insecure", False), ("timeout", None)):
+                              ("ca_file", None), ("insecure", False), ("timeout", None),
+                              ("wait_at_most", None)):
             value = getattr(self, attr)
             if value != default:
                 fields.append(f"{attr}={value!r}")
@@ -169,18 +174,20 @@ class Group(Frozen):
     ``Group(label, targets, need=None)``: *label* names the group in every
     message (e.g. a replicated service, ``etcd``); *targets* are `Target`s;
     *need* is how many of them must have answered, 1 or more (None: all of
-    them). A need larger than the targets is allowed, and can never be met:
+    them); *wait_at_most* makes the group optional, as for a `Target`.
+    A need larger than the targets is allowed, and can never be met:
     the probe says so and waits until its deadline. Equal and hashable by
     label, need and targets; `UsageError` for anything malformed.
     """
 
-    _FIELDS = ("label", "need", "targets")
+    _FIELDS = ("label", "need", "targets", "wait_at_most")
     __slots__ = _FIELDS
     label: str
     need: int
     targets: "tuple[Target, ...]"
+    wait_at_most: "float | None"
 
-    def __init__(self, label, targets, need=None):
+    def __init__(self, label, targets, need=None, wait_at_most=None):
         label = _label(label)
         if label is None:
             raise UsageError("group: the label is missing")
@@ -191,10 +198,18 @@ class Group(Frozen):
             need = len(targets)
         if isinstance(need, bool) or not isinstance(need, int) or need < 1:
             raise UsageError(f"group {label}: --need must be all, any or a whole number of 1 or more, got {need!r}")
-        self._freeze(label=label, need=need, targets=targets)
+        if any(t.wait_at_most is not None for t in targets):
+            raise UsageError(f"group {label}: --wait-at-most applies to the group, not to a target in it")
+        self._freeze(label=label, need=need, targets=targets, wait_at_most=optional_bound(wait_at_most))
 
     def __repr__(self):
-        return f"Group({self.label!r}, {list(self.targets)!r}, need={self.need})"
+        bound = "" if self.wait_at_most is None else f", wait_at_most={self.wait_at_most!r}"
+        return f"Group({self.label!r}, {list(self.targets)!r}, need={self.need}{bound})"
+
+
+def optional_bound(value):
+    """--wait-at-most: seconds above 0, or None (a required target or group)."""
+    return None if value is None else seconds(value, "--wait-at-most", allow_zero=False)
 
 
 def need_of(text, label):

@@ -25,6 +25,10 @@ Timing (monotonic clock throughout):
   followed at once by a full attempt, which says what it is. Waiting then
   costs one socket per attempt;
 - a target that passed is not checked again;
+- an optional target or group (``--wait-at-most``) counts as met once its
+  bound has passed since the start, answered or not: the probe then exits 0
+  without it (a degraded start, which the Reporter announces); if it answers
+  before the probe exits, the start is not degraded;
 - with a deadline, no attempt outlives it: each attempt's timeout is cut
   to the time left, and no retry starts in the last `MIN_GAP` seconds.
 """
@@ -97,6 +101,7 @@ class Waiter:
         self._lock = _thread.allocate_lock()  # guards _events and _wake_fd
         self._wake_fd = None
         self._deadline = None
+        self._started = 0.0  # monotonic: optional targets' bounds count from here
 
     def run(self):
         """Wait; return True when ready (exit 0), False when not (exit 1).
@@ -119,7 +124,7 @@ class Waiter:
 
     def _loop(self, read_fd):
         inv, reporter = self._inv, self._reporter
-        now = time.monotonic()
+        now = self._started = time.monotonic()
         self._deadline = now + inv.deadline if inv.deadline else None
         reporter.start(self._probes, now)
         for kind in {p.target.kind for p in self._probes}:
@@ -135,10 +140,11 @@ class Waiter:
                 events, self._events = self._events, []
             for event in events:
                 reporter.attempted(*event, now)
-            if inv.once:  # every target gets its one result line
+            elapsed = now - self._started
+            if inv.once:  # every target gets its one result line; an optional one never fails it
                 if all(p.attempts for p in self._probes):
-                    return self._finish(ready(self._probes, inv.any), now)
-            elif ready(self._probes, inv.any):
+                    return self._finish(ready(self._probes, inv.any, float("inf")), now)
+            elif ready(self._probes, inv.any, elapsed):
                 if inv.slot:
                     self._slot(read_fd, now)
                 return self._finish(True, time.monotonic())
@@ -151,6 +157,7 @@ class Waiter:
                 wake = min(wake, give_up_at)
             if unstarted:
                 wake = min(wake, retry_at)
+            wake = min(wake, self._started + next_bound(self._probes, elapsed))
             self._sleep(read_fd, wake - time.monotonic())
 
     def _follow(self, probe):
@@ -278,11 +285,37 @@ class Waiter:
         return ready
 
 
-def ready(probes, any_):
+def ready(probes, any_, elapsed=0.0):
     """Whether the targets that passed end the wait: every target outside a
-    group and every group (``need`` of its targets), or any one of them."""
-    met = [met for _, met, _ in standing(probes)]
+    group and every group (``need`` of its targets), or any one of them.
+    An optional one whose bound is not above *elapsed* (seconds since the
+    start) counts as met (excused): the wait goes on without it."""
+    met = [met or excused(group, probes, elapsed) for group, met, probes in standing(probes)]
     return any(met) if any_ else all(met)
+
+
+def bound_of(group, probes):
+    """The --wait-at-most of a target on its own (*probes* is [it]) or of a group; None: required."""
+    return probes[0].target.wait_at_most if group is None else group.wait_at_most
+
+
+def excused(group, probes, elapsed):
+    """Whether an optional target or group is past its bound after *elapsed* seconds."""
+    bound = bound_of(group, probes)
+    return bound is not None and elapsed >= bound
+
+
+def without(probes, elapsed):
+    """[(group or None, probes)] of the optional targets and groups not met
+    but excused: what a probe that is ready now starts without."""
+    return [(group, ps) for group, met, ps in standing(probes) if not met and excused(group, ps, elapsed)]
+
+
+def next_bound(probes, elapsed):
+    """Seconds from the start to the next bound still ahead of *elapsed* (inf: none)."""
+    ahead = [b for b in (bound_of(g, ps) for g, met, ps in standing(probes) if not met)
+             if b is not None and b > elapsed]
+    return min(ahead, default=float("inf"))
 
 
 def standing(probes):
