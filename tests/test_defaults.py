@@ -56,6 +56,7 @@ def test_the_schema_says_the_defaults():
     assert probe["timeout"]["default"] == unitgen_probe.DEFAULT_TIMEOUT
     assert loss["failures"]["default"] == defaults.LOSS_FAILURES
     assert loss["seconds"]["default"] == defaults.LOSS_SECONDS
+    assert SCHEMA["$defs"]["dep_wait_at_most"]["default"] == defaults.OPTIONAL_WAIT
 
 
 def test_a_conf_that_says_nothing_gets_the_defaults(tmp_path):

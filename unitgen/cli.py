@@ -339,7 +339,8 @@ def plan(conf: str, default_start: float, as_json: bool, down: str) -> None:
             "waves": [[label(n) for n in wave] for wave in recovery.waves()],
             "services": [{"service": t.node[0], "host": t.node[1], "wave": t.wave, "start": round(t.start, 3),
                           "ready": round(t.ready, 3), "start_time": t.start_time, "start_time_assumed": t.assumed,
-                          "waits_for": label(t.waits_for) if t.waits_for else None, "slot": round(t.slot, 3)}
+                          "waits_for": label(t.waits_for) if t.waits_for else None, "slot": round(t.slot, 3),
+                          "starts_without": [label(n) for n in t.without]}
                          for t in timings],
             "critical_path": [label(n) for n in recovery.critical_path],
             "estimated_recovery_seconds": round(recovery.total, 3),
@@ -354,7 +355,9 @@ def plan(conf: str, default_start: float, as_json: bool, down: str) -> None:
     click.echo(f"After a full power cut of {hosts} host{'s' if hosts != 1 else ''} "
                f"({services} service{'s' if services != 1 else ''}), every host up at t=0{but}:\n")
     rows = [(str(t.wave), label(t.node), _seconds(t.start), _seconds(t.ready) + ("*" if t.assumed else ""),
-             label(t.waits_for) if t.waits_for else "") for t in sorted(timings, key=lambda t: (t.wave, t.start))]
+             ", ".join(filter(None, [label(t.waits_for) if t.waits_for else "",
+                                     *(f"without {label(n)} (optional)" for n in t.without)])))
+            for t in sorted(timings, key=lambda t: (t.wave, t.start))]
     _print_table(("WAVE", "SERVICE", "START", "READY", "WAITS FOR"), rows)
     if lost:
         click.echo(f"\ndown with their host: {', '.join(label(n) for n in lost)}")

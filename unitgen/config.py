@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, ov
 
 from unitgen_probe import Target, UsageError as ProbeUsageError
 
-from . import systemd, yamlfile
+from . import defaults, systemd, yamlfile
 from .errors import ConfigError, Mark, Problem
 from .model import (
     CheckDependency,
@@ -36,6 +36,7 @@ from .model import (
     Service,
     ServiceDependency,
     WATCH_UNIT,
+    wait_at_most,
 )
 from .schema import describe, did_you_mean, format_path, quote, validator
 from .model import Format
@@ -228,24 +229,29 @@ class _Reader:
                              keys + ("pname",), raw.mark_of("pname"))
         return pname, bool(raw.get("foreground", False))
 
-    def dependency(self, item: MarkedMap, keys: Tuple[Any, ...], mark: Optional[Mark]) -> Optional[Dependency]:
+    def dependency(self, item: MarkedMap, keys: Tuple[Any, ...], mark: Optional[Mark],
+                   member: bool = False) -> Optional[Dependency]:
         name = item.get("name")
         timeout = self.span(item, "timeout", keys)
+        bound = self.optional_bound(item, keys, member)
         if "service" in item:
-            return ServiceDependency(item["service"], name=name, timeout=timeout, need=item.get("need"), mark=mark)
+            return ServiceDependency(item["service"], name=name, timeout=timeout, need=item.get("need"),
+                                     wait_at_most=bound, mark=mark)
         if "any" in item or "of" in item:
             key = "any" if "any" in item else "of"
-            members = [self.dependency(member, keys + (key, i), item[key].mark_of(i)) for i, member in enumerate(item[key])]
+            members = [self.dependency(member, keys + (key, i), item[key].mark_of(i), member=True)
+                       for i, member in enumerate(item[key])]
             checks = [m for m in members if isinstance(m, CheckDependency)]  # a group holds checks (schema)
             if len(checks) != len(members):
                 return None
             return GroupDependency(tuple(m.target for m in checks), "any" if key == "any" else item.get("need", "all"),
-                                   name=name, mark=mark)
+                                   name=name, wait_at_most=bound, mark=mark)
         kind, spec = _dependency_kind(item)
         try:
             target = Target(
                 kind, spec, name=name, status=_status(item.get("status")), body=item.get("body"),
                 ca_file=item.get("ca_file"), insecure=item.get("insecure", False), timeout=timeout,
+                wait_at_most=bound,
             )
         except ProbeUsageError as exc:
             self.problem(str(exc), keys, mark)
@@ -255,6 +261,55 @@ class _Reader:
             self.problem(legacy, keys, mark)
             return None
         return CheckDependency(target, mark=mark)
+
+    def optional_bound(self, item: MarkedMap, keys: Tuple[Any, ...], member: bool) -> Optional[float]:
+        """optional: true [wait_at_most: SPAN] -> the bound (default defaults.OPTIONAL_WAIT); None: required.
+
+        wait_at_most without optional: true is refused rather than read as
+        optional: a required dependency is waited for up to the probe's
+        deadline, then Restart= tries again; a bound that silently turned a
+        required dependency into one the service starts without would be the
+        worse surprise."""
+        optional = item.get("optional", False)
+        if member:
+            for key in ("optional", "wait_at_most"):
+                if key in item:
+                    self.problem(f"a check inside any:/of: cannot be optional on its own: give {key}: to the "
+                                 "group (the any:/of: entry)", keys + (key,), item.mark_of(key))
+            return None
+        bound = self.span(item, "wait_at_most", keys)
+        if bound is not None and not optional:
+            self.problem("wait_at_most: bounds the wait for an optional dependency; add optional: true (a "
+                         "required one is waited for until the probe's deadline, then Restart= tries again)",
+                         keys + ("wait_at_most",), item.mark_of("wait_at_most"))
+            return None
+        if not optional:
+            return None
+        if bound is None:
+            return defaults.OPTIONAL_WAIT
+        if bound <= 0:
+            self.problem("must be above 0: an optional dependency gets at least one chance to answer",
+                         keys + ("wait_at_most",), item.mark_of("wait_at_most"))
+            return None
+        return bound
+
+    def check_optional_at(self, dep: Dependency, probe: ProbeSettings, keys: Tuple[Any, ...],
+                          item: MarkedMap) -> None:
+        """An optional dependency's bound must end before the probe's deadline
+        (else the unit fails first and never starts without it), and means
+        nothing when any one dependency is enough (probe: any: true)."""
+        bound = wait_at_most(dep)
+        if bound is None:
+            return
+        key = "wait_at_most" if "wait_at_most" in item else "optional"
+        where, mark = keys + (key,), item.mark_of(key)
+        if probe.any:
+            self.problem("optional: has no meaning with probe: any: true (one answer is enough already)",
+                         where, mark)
+        elif bound >= probe.deadline:
+            given = "" if key == "wait_at_most" else f" (the default, {defaults.OPTIONAL_WAIT:g} s)"
+            self.problem(f"wait_at_most{given} must be below the probe's deadline ({probe.deadline:g} s): "
+                         "the unit would fail before it starts without this dependency", where, mark)
 
     def finish_service(self, name: str, keys: Tuple[Any, ...], mark: Optional[Mark], **fields: Any) -> Optional[Service]:
         try:
@@ -336,6 +391,7 @@ class _AutohealReader(_Reader):
             dep = self.dependency(item, keys + ("dep", i), raw["dep"].mark_of(i))
             if dep:
                 deps.append(dep)
+                self.check_optional_at(dep, ProbeSettings(), keys + ("dep", i), item)
         pid_file = self.path_value(raw, "pid_file", keys) if "pid_file" in raw else None
         pname, foreground = self.process(raw, keys)
         return self.finish_service(
@@ -407,10 +463,12 @@ class _NativeReader(_Reader):
         if isinstance(env_files, str):
             env_files = (env_files,)
         deps = []
+        optional_at = []
         for i, item in enumerate(raw.get("deps") or ()):
             dep = self.dependency(item, keys + ("deps", i), raw["deps"].mark_of(i))
             if dep:
                 deps.append(dep)
+                optional_at.append((dep, keys + ("deps", i), item))
         probe = raw.get("probe") or MarkedMap()
         deadline = self.span(probe, "deadline", keys + ("probe",), ProbeSettings.deadline)
         if deadline <= 0:
@@ -419,6 +477,9 @@ class _NativeReader(_Reader):
         attempt = self.span(probe, "timeout", keys + ("probe",), ProbeSettings.timeout)
         if attempt <= 0:
             self.problem("the per-attempt timeout must be above 0", keys + ("probe", "timeout"), probe.mark_of("timeout"))
+        settings = ProbeSettings(deadline, attempt, bool(probe.get("any", False)))
+        for dep, where, item in optional_at:
+            self.check_optional_at(dep, settings, where, item)
         loss = raw.get("loss_threshold") or MarkedMap()
         peers = raw.get("peers")
         return self.finish_service(
@@ -442,7 +503,7 @@ class _NativeReader(_Reader):
             health=self.health(raw, keys),
             deps=tuple(deps),
             peers=None if peers is None else peers.get("need", "quorum"),
-            probe=ProbeSettings(deadline, attempt, bool(probe.get("any", False))),
+            probe=settings,
             on_dependency_loss=raw.get("on_dependency_loss", "ignore"),
             on_unhealthy=self.on_unhealthy(raw, keys),
             accepts=self.accepts(raw, keys),

@@ -42,3 +42,7 @@ STATUS_INTERVAL = 2.0
 BOARD_INTERVAL = 1.0
 BOARD_TIMEOUT = 1.0
 BOARD_IN_FLIGHT = 256
+#: deps: - {…, optional: true}: how long the probe waits for an optional
+#: dependency before the service starts without it (wait_at_most:). Half the
+#: probe's deadline: room for the required ones to answer after it.
+OPTIONAL_WAIT = 30.0

@@ -9,7 +9,9 @@ A replicated service (placed on several hosts) is drawn once more, outside
 the hosts, as one node (``etcd ×3``, with its ``peers:`` need) linked to its
 copies; a ``service:`` dependency on it is one arrow to that node, labelled
 with how many copies it needs (``http, 2 of 3``). The arrows of an any:/of:
-group of checks say the same (``tcp, 1 of 2``).
+group of checks say the same (``tcp, 1 of 2``). An optional dependency's arrow
+is dotted (dot; dashed in Mermaid, which has no dotted arrow) and its label
+says ``optional ≤ 10 s``: the service starts without it after that bound.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 from .errors import UnitgenError
 from .graph import Graph, Node, node_label, placements
-from .model import GroupDependency, ServiceDependency, need_count
+from .model import GroupDependency, ServiceDependency, need_count, wait_at_most
 
 IMAGE_FORMATS = ("svg", "png")
 
@@ -59,29 +61,37 @@ class _Layout:
             if host in by_host:
                 yield host, by_host[host]
 
-    def edges(self) -> Iterator[Tuple[str, str, str, bool]]:
-        """(from id, to id, label, dashed) for every arrow."""
+    def edges(self) -> Iterator[Tuple[str, str, str, bool, bool]]:
+        """(from id, to id, label, dashed (inferred), optional) for every arrow."""
         for node in self.graph.nodes:
-            drawn = set()
-            for edge in self.graph.out[node]:
-                if not edge.need:
-                    yield self.ids[node], self.ids[edge.target], edge.kind, edge.inferred
-                    continue
-                members = [e for e in self.graph.out[node] if e.dep is edge.dep]
-                of = f"{edge.need} of {len(members)}"
-                if isinstance(edge.dep, ServiceDependency):
-                    if id(edge.dep) not in drawn:
-                        drawn.add(id(edge.dep))
-                        yield self.ids[node], self.replicated[edge.dep.service], f"{edge.kind}, {of}", False
-                    continue
-                yield self.ids[node], self.ids[edge.target], f"{edge.kind}, {of}", edge.inferred
-            groups = {t: dep for dep in self.graph.conf.services[node[0]].deps
-                      if isinstance(dep, GroupDependency) for t in dep.targets}
-            for target in self.graph.externals[node]:
-                dep = groups.get(target)
-                label = target.kind if dep is None else \
-                    f"{target.kind}, {need_count(dep.need, len(dep.targets))} of {len(dep.targets)}"
-                yield self.ids[node], self.external_ids[target.display], label, False
+            for source, target, label, dashed, bound in self._edges(node):
+                yield source, target, label + ("" if bound is None else f", optional ≤ {bound:g} s"), dashed, \
+                    bound is not None
+
+    def _edges(self, node: Node) -> Iterator[Tuple[str, str, str, bool, Optional[float]]]:
+        """(from id, to id, label, dashed, wait_at_most) for every arrow from ``node``."""
+        drawn = set()
+        for edge in self.graph.out[node]:
+            if not edge.need:
+                yield self.ids[node], self.ids[edge.target], edge.kind, edge.inferred, edge.wait_at_most
+                continue
+            members = [e for e in self.graph.out[node] if e.dep is edge.dep]
+            of = f"{edge.need} of {len(members)}"
+            if isinstance(edge.dep, ServiceDependency):
+                if id(edge.dep) not in drawn:
+                    drawn.add(id(edge.dep))
+                    yield (self.ids[node], self.replicated[edge.dep.service], f"{edge.kind}, {of}", False,
+                           edge.wait_at_most)
+                continue
+            yield self.ids[node], self.ids[edge.target], f"{edge.kind}, {of}", edge.inferred, edge.wait_at_most
+        groups = {t: dep for dep in self.graph.conf.services[node[0]].deps
+                  if isinstance(dep, GroupDependency) for t in dep.targets}
+        for target in self.graph.externals[node]:
+            dep = groups.get(target)
+            label = target.kind if dep is None else \
+                f"{target.kind}, {need_count(dep.need, len(dep.targets))} of {len(dep.targets)}"
+            yield (self.ids[node], self.external_ids[target.display], label, False,
+                   target.wait_at_most if dep is None else wait_at_most(dep))
 
 
 def layout_ids(graph: Graph) -> Dict[str, str]:
@@ -112,8 +122,8 @@ def mermaid(graph: Graph) -> str:
     for rid, label, copies in layout.replica_sets():
         lines.append(f'  {rid}{{{{"{_mermaid_text(label)}"}}}}')
         lines.extend(f"  {rid} -.- {copy}" for copy in copies)
-    for source, target, label, dashed in layout.edges():
-        arrow = "-.->" if dashed else "-->"
+    for source, target, label, dashed, optional in layout.edges():
+        arrow = "-.->" if dashed or optional else "-->"
         lines.append(f"  {source} {arrow}|{label}| {target}")
     return "\n".join(lines) + "\n"
 
@@ -160,8 +170,8 @@ def dot(graph: Graph, board: bool = False) -> str:
     for rid, label, copies in layout.replica_sets():
         lines.append(f"  {rid} [label={_dot_text(label)}, shape=hexagon, style=solid];")
         lines.extend(f"  {rid} -> {copy} [style=dotted, arrowhead=none];" for copy in copies)
-    for source, target, label, dashed in layout.edges():
-        style = ", style=dashed" if dashed else ""
+    for source, target, label, dashed, optional in layout.edges():
+        style = ", style=dotted" if optional else ", style=dashed" if dashed else ""
         lines.append(f"  {source} -> {target} [label={_dot_text(label)}{style}];")
     lines.append("}")
     return "\n".join(lines) + "\n"

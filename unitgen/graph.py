@@ -37,7 +37,8 @@ from unitgen_probe.targets import Group
 from . import defaults, systemd
 from .config import join_host_port
 from .errors import ConfigError, Problem, UsageError
-from .model import CheckDependency, Conf, Dependency, GroupDependency, Need, Service, ServiceDependency, need_count
+from .model import (CheckDependency, Conf, Dependency, GroupDependency, Need, Service, ServiceDependency, need_count,
+                    wait_at_most)
 
 # A node of the fleet graph: a service on a host (host None in a conf without hosts:).
 Node = Tuple[str, Optional[str]]
@@ -59,6 +60,7 @@ class UnitPlan:
     groups: Tuple[Group, ...] = ()  # what the probe waits for ``need`` of: replicated services, any:/of: checks
     remote_groups: Tuple[Group, ...] = ()  # those with a member on another host: what `unitgen watch` watches
     slot: float = 0.0  # paced release: seconds its probe waits once ready (Graph.slots)
+    wants: Tuple[str, ...] = ()  # same-host units of optional dependencies: Wants= only, never waited for
 
     @property
     def watched(self) -> bool:
@@ -66,6 +68,12 @@ class UnitPlan:
         or a remote dependency lost (on_dependency_loss:)."""
         s = self.service
         return s.on_unhealthy != "ignore" or (s.on_dependency_loss != "ignore" and bool(self.remote or self.remote_groups))
+
+    @property
+    def optional(self) -> "Tuple[Union[Target, Group], ...]":
+        """The optional targets and groups its probe starts without after their bound."""
+        return tuple(t for t in self.targets if t.wait_at_most is not None) + \
+            tuple(g for g in self.groups if g.wait_at_most is not None)
 
     @property
     def all_targets(self) -> Tuple[Target, ...]:
@@ -88,6 +96,11 @@ class Edge:
     inferred: bool = False  # from a tcp:/http: dependency pointing at a service of the conf
     need: int = 0
 
+    @property
+    def wait_at_most(self) -> Optional[float]:
+        """An optional edge's bound (its source starts without it after this long); None: required."""
+        return wait_at_most(self.dep)
+
 
 @dataclass(frozen=True)
 class Timing:
@@ -101,6 +114,8 @@ class Timing:
     assumed: bool  # start_time was not given
     waits_for: Optional[Node]  # the dependency that decided ``start``
     slot: float = 0.0  # paced release: included in ``start``
+    # Optional dependencies not ready within their wait_at_most: it starts without them (degraded).
+    without: Tuple[Node, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -196,7 +211,8 @@ def _plan(conf: Conf, graph: "Graph", host: Optional[str], here: List[Service],
         binds_to = r.binds if service.on_dependency_loss != "ignore" else ()
         plans.append(UnitPlan(service, host, unit, tuple(r.targets), tuple(r.after), tuple(r.remote),
                               tuple(binds_to), tuple(upholds.get(unit, ())), tuple(r.groups),
-                              tuple(r.remote_groups), slots.get((service.name, host), 0.0)))
+                              tuple(r.remote_groups), slots.get((service.name, host), 0.0),
+                              tuple(u for u in r.wants if u not in r.after)))
     return plans
 
 
@@ -251,6 +267,7 @@ class _Resolved:
     remote: List[Target]
     remote_groups: List[Group]
     binds: List[str]
+    wants: List[str] = field(default_factory=list)
 
 
 def _resolve(conf: Conf, service: Service, host: Optional[str], graph: "Graph") -> "_Resolved":
@@ -267,24 +284,29 @@ def _resolve(conf: Conf, service: Service, host: Optional[str], graph: "Graph") 
     other copy. The conf is checked."""
     r = _Resolved([], [], [], [], [], [])
     for dep in service.deps:
+        optional = wait_at_most(dep) is not None
         if isinstance(dep, CheckDependency):
             pointed = graph.pointed_at(dep.target, host)
             if pointed and all(peer_edge(conf, service.name, name) for name, _ in pointed):
                 continue  # a peer of its cluster: copies never wait for each other
             r.targets.append(dep.target)
             here = [systemd.unit_name(name) for name, where in pointed if where == host]
+            if optional:  # pulled in, never waited for by systemd nor lost: the probe bounds the wait
+                r.wants.extend(here)
+                continue
             r.after.extend(here)
             r.binds.extend(here)
             if not here:
                 r.remote.append(dep.target)
             continue
         if isinstance(dep, GroupDependency):
-            group = Group(_unique(dep.label, r.groups), dep.targets, need_count(dep.need, len(dep.targets)))
+            group = Group(_unique(dep.label, r.groups), dep.targets, need_count(dep.need, len(dep.targets)),
+                          dep.wait_at_most)
             r.groups.append(group)
             for target in dep.targets:
                 here = [systemd.unit_name(name) for name, where in graph.pointed_at(target, host) if where == host]
-                r.after.extend(here)
-                if not here:
+                (r.wants if optional else r.after).extend(here)
+                if not here and not optional:
                     r.remote_groups.append(group)
             continue
         if peer_edge(conf, service.name, dep.service):
@@ -294,34 +316,40 @@ def _resolve(conf: Conf, service: Service, host: Optional[str], graph: "Graph") 
         if len(where) == 1:
             if host in where:
                 unit = systemd.unit_name(other.name)
-                r.after.append(unit)
-                r.binds.append(unit)
-                r.targets.append(_readiness(other, "localhost", dep.name or other.name, dep.timeout))
+                if optional:
+                    r.wants.append(unit)
+                else:
+                    r.after.append(unit)
+                    r.binds.append(unit)
+                r.targets.append(_readiness(other, "localhost", dep.name or other.name, dep.timeout, dep.wait_at_most))
             else:
                 assert where[0] is not None  # another host: a conf with hosts:
-                target = _readiness(other, conf.hosts[where[0]].reach, dep.name or other.name, dep.timeout)
+                target = _readiness(other, conf.hosts[where[0]].reach, dep.name or other.name, dep.timeout,
+                                    dep.wait_at_most)
                 r.targets.append(target)
-                r.remote.append(target)
+                if not optional:
+                    r.remote.append(target)
             continue
         members = []
         for other_host in where:
             label = f"{other.name}@{other_host}"
             if other_host == host:
-                r.after.append(systemd.unit_name(other.name))
+                (r.wants if optional else r.after).append(systemd.unit_name(other.name))
                 members.append(_readiness(other, "localhost", label, dep.timeout))
             else:
                 assert other_host is not None  # another host: a conf with hosts:
                 members.append(_readiness(other, conf.hosts[other_host].reach, label, dep.timeout))
-        group = Group(_unique(dep.name or other.name, r.groups), members, needed(conf, dep)[0])
+        group = Group(_unique(dep.name or other.name, r.groups), members, needed(conf, dep)[0], dep.wait_at_most)
         r.groups.append(group)
-        if any(h != host for h in where):
+        if any(h != host for h in where) and not optional:
             r.remote_groups.append(group)
     r.targets = list(dict.fromkeys(r.targets))
     r.after = list(dict.fromkeys(r.after))
     r.binds = list(dict.fromkeys(r.binds))
+    r.wants = list(dict.fromkeys(r.wants))
     r.remote = list(dict.fromkeys(r.remote))
     r.remote_groups = list(dict.fromkeys(r.remote_groups))
-    for name in ("targets", "groups", "after", "remote", "remote_groups", "binds"):
+    for name in ("targets", "groups", "after", "remote", "remote_groups", "binds", "wants"):
         setattr(r, name, tuple(getattr(r, name)))
     return r
 
@@ -336,13 +364,16 @@ def _unique(label: str, groups: Sequence[Group]) -> str:
     return candidate
 
 
-def _readiness(service: Service, address: str, label: str, timeout: Optional[float]) -> Target:
-    """What tells that ``service`` at ``address`` is ready: its health URL, else its port."""
+def _readiness(service: Service, address: str, label: str, timeout: Optional[float],
+               bound: Optional[float] = None) -> Target:
+    """What tells that ``service`` at ``address`` is ready: its health URL, else its port;
+    ``bound``: an optional dependency's wait_at_most."""
     if service.health:
         url_host = f"[{address}]" if ":" in address else address
-        return Target("http", service.health.replace("{host}", url_host), name=label, timeout=timeout)
+        return Target("http", service.health.replace("{host}", url_host), name=label, timeout=timeout,
+                      wait_at_most=bound)
     assert service.listen is not None  # graph.check() refused a dependency on a service with neither
-    return Target("tcp", join_host_port(address, service.listen), name=label, timeout=timeout)
+    return Target("tcp", join_host_port(address, service.listen), name=label, timeout=timeout, wait_at_most=bound)
 
 
 def readiness_at(service: Service, address: str, label: str, timeout: Optional[float] = None) -> Target:
@@ -483,7 +514,7 @@ class Graph:
     def cycle_problems(self) -> List[Problem]:
         problems = []
         for cycle in self.find_cycles():
-            edge = next(e for e in self.out[cycle[0]] if e.target == cycle[1 % len(cycle)])
+            edge = next(e for e in self.out[cycle[0]] if e.target == cycle[1 % len(cycle)] and e.wait_at_most is None)
             path = " → ".join(node_label(n) for n in cycle + [cycle[0]])
             problems.append(Problem(
                 f"dependency cycle: {path}; after a power cut each would wait for the other forever",
@@ -496,7 +527,8 @@ class Graph:
         Iterative Tarjan, O(nodes + edges): a fleet of ten thousand services
         must not hit Python's recursion limit.
         """
-        successors = {n: [e.target for e in edges] for n, edges in self.out.items()}
+        # An optional edge never deadlocks: its source starts without it after its bound.
+        successors = {n: [e.target for e in edges if e.wait_at_most is None] for n, edges in self.out.items()}
         index: Dict[Node, int] = {}
         low: Dict[Node, int] = {}
         on_stack: Dict[Node, bool] = {}
@@ -537,18 +569,19 @@ class Graph:
                             cycles.append(_cycle_within(component, successors, node))
         return cycles
 
-    def requirements(self, node: Node) -> List[Tuple[int, List[Node]]]:
-        """What ``node`` waits for, as (need, nodes): need 0 of one node
-        for a plain edge (that node itself), else need of a group's nodes."""
-        groups: Dict[Tuple[int, int], Tuple[int, List[Node]]] = {}
-        plain: List[Tuple[int, List[Node]]] = []
+    def requirements(self, node: Node) -> List[Tuple[int, List[Node], Optional[float]]]:
+        """What ``node`` waits for, as (need, nodes, wait_at_most): 1 of one node
+        for a plain edge (that node itself), else need of a group's nodes; an
+        optional one's bound, else None."""
+        groups: Dict[Tuple[int, int], Tuple[int, List[Node], Optional[float]]] = {}
+        plain: List[Tuple[int, List[Node], Optional[float]]] = []
         for edge in self.out[node]:
             if edge.need:
                 key = (id(edge.dep), edge.need)
-                groups.setdefault(key, (edge.need, []))[1].append(edge.target)
+                groups.setdefault(key, (edge.need, [], edge.wait_at_most))[1].append(edge.target)
             else:
-                plain.append((1, [edge.target]))
-        return plain + [(need, list(dict.fromkeys(nodes))) for need, nodes in groups.values()]
+                plain.append((1, [edge.target], edge.wait_at_most))
+        return plain + [(need, list(dict.fromkeys(nodes)), bound) for need, nodes, bound in groups.values()]
 
     def recovery(self, default_start_time: float = defaults.START_TIME, down: Sequence[str] = (),
                  up: Collection[Node] = ()) -> Recovery:
@@ -557,7 +590,9 @@ class Graph:
 
         Each service starts when its probe notices the last of its dependencies
         ready (of a group, the ``need``-th copy to be ready), and is ready
-        ``start_time`` later. Noticing takes at most the probe's largest gap
+        ``start_time`` later. An optional dependency counts at its
+        wait_at_most if it is not noticed before (the service starts without
+        it: ``Timing.without``), so it never holds a service longer. Noticing takes at most the probe's largest gap
         between attempts; a dependency ready only after the probe's deadline
         is noticed when the restarted unit probes again (deadline + RestartSec
         cycles). Dependencies outside the conf are taken as up. Waves: 1 for
@@ -583,12 +618,19 @@ class Graph:
         start_at: Dict[Node, Tuple[float, int, Optional[Node]]] = {n: (0.0, 1, None) for n in self.nodes}
         where_needed: Dict[Node, List[Tuple[Node, int]]] = {n: [] for n in self.nodes}
         for node, reqs in requirements.items():
-            for i, (_, nodes) in enumerate(reqs):
+            for i, (_, nodes, _) in enumerate(reqs):
                 for target in nodes:
                     where_needed[target].append((node, i))
-        missing = {n: sum(1 for need, _ in reqs if need > 0) for n, reqs in requirements.items()}
-        heap: List[Tuple[float, int, Node]] = []
+        missing = {n: sum(1 for need, _, _ in reqs if need > 0) for n, reqs in requirements.items()}
+        # (at, order, node, requirement): a node ready at ``at`` (requirement -1), or the
+        # bound of ``node``'s optional requirement passing: met then if not before
+        heap: List[Tuple[float, int, Node, int]] = []
         order = {n: i for i, n in enumerate(self.nodes)}
+        for node, reqs in requirements.items():
+            for i, (_, _, bound) in enumerate(reqs):
+                if bound is not None:
+                    heapq.heappush(heap, (bound, order[node], node, i))
+        without: Dict[Node, List[Node]] = {}
         timings: Dict[Node, Timing] = {}
 
         def schedule(node: Node) -> None:
@@ -602,8 +644,9 @@ class Graph:
             start_time = default_start_time if service.start_time is None else service.start_time
             if node in up:
                 start, slot, start_time = 0.0, 0.0, 0.0
-            timings[node] = Timing(node, wave, start, start + start_time, start_time, assumed, waits_for, slot)
-            heapq.heappush(heap, (start + start_time, order[node], node))
+            timings[node] = Timing(node, wave, start, start + start_time, start_time, assumed, waits_for, slot,
+                                   tuple(without.get(node, ())))
+            heapq.heappush(heap, (start + start_time, order[node], node, -1))
 
         up = frozenset(up)
         for node in self.nodes:
@@ -616,8 +659,23 @@ class Graph:
         running: Dict[str, List[Node]] = {name: [] for name in quorum}
         formed: Dict[str, float] = {}
         settled: List[Node] = []
+        settled_set: set = set()
         while heap:
-            at, _, node = heapq.heappop(heap)
+            at, _, node, expired = heapq.heappop(heap)
+            if expired >= 0:  # an optional requirement's bound: met now, without what it waited for
+                need, nodes, _ = requirements[node][expired]
+                if counts[node][expired] >= need or node in up:
+                    continue  # met before its bound, or it runs already
+                counts[node][expired] = need
+                without.setdefault(node, []).extend(n for n in nodes if n not in settled_set)
+                start, wave, waits_for = start_at[node]
+                if at > start:
+                    start, waits_for = at, None
+                start_at[node] = (start, wave, waits_for)
+                missing[node] -= 1
+                if missing[node] == 0:
+                    schedule(node)
+                continue
             if node[0] in quorum and node[0] not in formed:
                 running[node[0]].append(node)
                 if len(running[node[0]]) < quorum[node[0]]:
@@ -625,16 +683,20 @@ class Graph:
                 formed[node[0]] = at
                 for copy in running[node[0]][:-1]:
                     timings[copy] = replace(timings[copy], ready=at, waits_for=node)
-                    heapq.heappush(heap, (at, order[copy], copy))
+                    heapq.heappush(heap, (at, order[copy], copy, -1))
             settled.append(node)
+            settled_set.add(node)
             ready = timings[node]
             for dependent, i in where_needed[node]:
-                need = requirements[dependent][i][0]
+                need, _, bound = requirements[dependent][i]
                 counts[dependent][i] += 1
                 if counts[dependent][i] != need:
-                    continue  # not yet met, or met already by earlier copies
+                    continue  # not yet met, or met already by earlier copies (or by its bound)
                 service = self.conf.services[dependent[0]]
                 noticed = _noticed_at(ready.ready, service, MAX_GAP)
+                if bound is not None and noticed > bound:  # noticed after its bound: it started without it
+                    noticed = bound
+                    without.setdefault(dependent, []).append(node)
                 start, wave, waits_for = start_at[dependent]
                 if waits_for is None or noticed > start:
                     start, waits_for = noticed, node
@@ -671,7 +733,7 @@ class Graph:
         """Why ``node`` never starts: ``needs 2 of the 3 copies of etcd, 1 comes back
         (etcd@h2: host down, etcd@h3: host down)``; ``timings``: the nodes that are ready."""
         reasons = []
-        for need, nodes in requirements:
+        for need, nodes, *_ in requirements:
             back = sum(n in timings for n in nodes)
             if back >= need:
                 continue

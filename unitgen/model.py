@@ -74,6 +74,7 @@ class ServiceDependency:
     # Of a replicated service, how many copies; None: the service's peers: need,
     # else any (graph.default_need). A single-copy service needs its one copy.
     need: Optional[Need] = None
+    wait_at_most: Optional[float] = None  # optional: true: start without it after this long; None: required
     mark: Optional[Mark] = field(default=None, compare=False)
 
 
@@ -85,6 +86,7 @@ class GroupDependency:
     targets: Tuple[Target, ...]
     need: Need = "all"
     name: Optional[str] = None
+    wait_at_most: Optional[float] = None  # optional: true: start without the group after this long
     mark: Optional[Mark] = field(default=None, compare=False)
 
     @property
@@ -94,6 +96,12 @@ class GroupDependency:
 
 # One thing a service needs: a check, another service, or a group of checks.
 Dependency = Union[CheckDependency, ServiceDependency, GroupDependency]
+
+
+def wait_at_most(dep: Dependency) -> Optional[float]:
+    """How long the probe waits for an optional dependency before the service
+    starts without it (a degraded start); None: a required one."""
+    return dep.target.wait_at_most if isinstance(dep, CheckDependency) else dep.wait_at_most
 
 
 def need_count(need: Need, copies: int) -> int:
