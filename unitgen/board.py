@@ -313,7 +313,9 @@ class Board:
         if ready[node]:
             return "ready", []
         holding: List[Node] = []
-        for need, nodes in self.requirements[node]:
+        for need, nodes, bound in self.requirements[node]:
+            if bound is not None:
+                continue  # optional: it starts without it after its bound
             # "unknown" is not known to be down: it holds nothing back.
             if sum(ready[n] is not False for n in nodes) < need:
                 holding.extend(n for n in nodes if ready[n] is False)
@@ -371,7 +373,7 @@ class Board:
                     "ready": sum(bool(ready[(node[0], h)]) for h in copies), "of": len(copies)},
                 "groups": [{"name": self._group_name(nodes), "need": need, "of": len(nodes),
                             "ready": sum(bool(ready[n]) for n in nodes), "ids": [self.ids[n] for n in nodes]}
-                           for need, nodes in self.requirements[node] if len(nodes) > 1],
+                           for need, nodes, _ in self.requirements[node] if len(nodes) > 1],
             })
         up = frozenset(n for n in self.nodes if ready[n] is not False)
         return {
