@@ -11,6 +11,8 @@ import http.client
 import json
 import os
 import threading
+import urllib.error
+import urllib.request
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -316,3 +318,69 @@ def test_the_page_in_chromium_says_when_the_board_cannot_be_reached(tmp_path):
         hold.set()
     assert dom.by_id("stale").text() == "no fresh data: HTTP 503"
     assert dom.find("body")[0].attrs["data-state"] == "loading"
+
+
+# -- the command ------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, says", [
+    (["--serve", "localhost:8080"], "--serve localhost:8080: 'localhost' is not an IP address"),
+    (["--serve", "8080"], "--serve 8080: give ADDR:PORT"),
+    (["--serve", "127.0.0.1:8080", "--watch"], "--serve refreshes by itself"),
+    (["--serve", "127.0.0.1:8080", "--json"], "--serve refreshes by itself"),
+])
+def test_board_serve_usage_errors_exit_2(args, says, tmp_path):
+    from clirunner import cli_runner
+    from unitgen.cli import cli
+
+    path = tmp_path / "conf.yaml"
+    path.write_text(CONF)
+    result = cli_runner().invoke(cli, ["board", str(path), *args])
+    assert result.exit_code == 2 and says in result.stderr
+
+
+def test_board_serve_serves_the_boards_document_until_interrupted(tmp_path):
+    """The command end to end on loopback: a listening port is ready, a closed one the root cause;
+    SIGTERM stops it, exit 1 since not all were ready. (During a drill: test_board_page_bed.py.)"""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    listening.listen()
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: refused
+    path = tmp_path / "conf.yaml"
+    path.write_text(f"""\
+version: 1
+hosts:
+  h1: {{address: 127.0.0.1}}
+services:
+  db: {{host: h1, exec: [/bin/true], listen: {closed.getsockname()[1]}}}
+  api: {{host: h1, exec: [/bin/true], listen: {listening.getsockname()[1]}}}
+""")
+    unitgen = os.path.join(os.path.dirname(sys.executable), "unitgen")
+    board = subprocess.Popen([unitgen, "board", str(path), "--serve", "127.0.0.1:0"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        line = board.stdout.readline()
+        url = line.split(" at ", 1)[1].split()[0]
+        for _ in range(600):
+            try:
+                with urllib.request.urlopen(url + "board.json", timeout=10) as response:  # loopback
+                    document = json.load(response)
+                    break
+            except urllib.error.HTTPError as error:
+                assert error.code == 503  # no refresh done yet
+                time.sleep(0.1)
+        else:
+            raise AssertionError("no document")
+    finally:
+        board.send_signal(signal.SIGTERM)
+        board.wait(timeout=30)
+        listening.close()
+        closed.close()
+    assert {s["id"]: s["state"] for s in document["services"]} == {"db@h1": "root-cause", "api@h1": "ready"}
+    assert document["root_causes"] == ["db@h1"]
+    assert board.returncode == 1

@@ -92,6 +92,11 @@ SSH_OUTPUT_LIMIT = 1 << 20  # bytes read from one host's ssh: a hostile host can
 SSH_IN_FLIGHT = 32
 # The operator's ssh, never asking anything (no password prompt in the middle of a board).
 SSH_COMMAND: Tuple[str, ...] = ("ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5")
+
+
+def ssh_command(ssh_config: Optional[str] = None) -> Tuple[str, ...]:
+    """The ssh argv prefix: the operator's own config, or ``-F ssh_config`` (--ssh-config)."""
+    return SSH_COMMAND + (("-F", ssh_config) if ssh_config else ())
 STATUS_LIMIT = 300  # characters of a STATUS= line kept
 ESTIMATE_CHEAP = 0.05  # seconds: an estimate this cheap is computed at every change
 ESTIMATE_SHARE = 10  # else at most once per this many times its cost
@@ -559,8 +564,7 @@ def run(conf: Conf, *, watch: bool = False, interval: float = defaults.BOARD_INT
     at the last round, else 1."""
     import json
 
-    command = SSH_COMMAND + (("-F", ssh_config) if ssh_config else ())
-    board = Board(conf, in_flight=in_flight, timeout=timeout, ssh=ssh, ssh_command=command)
+    board = Board(conf, in_flight=in_flight, timeout=timeout, ssh=ssh, ssh_command=ssh_command(ssh_config))
     document: Optional[Dict[str, Any]] = None
     try:
         while True:

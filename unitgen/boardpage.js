@@ -3,7 +3,7 @@
 // (textContent, setAttribute of numbers and classes we choose), never as markup.
 "use strict";
 (function () {
-  const STATES = ["ready", "down", "waiting", "root-cause"];
+  const STATES = ["ready", "down", "waiting", "root-cause", "unknown"];
   const SVGNS = "http://www.w3.org/2000/svg";
   const INTERVAL_MS = 1000;
   const TIMELINE_ROWS = 300;
@@ -215,12 +215,16 @@
   }
 
   function renderTimeline(doc) {
-    const services = doc.services.slice().sort((a, b) =>
-      (num(a.ready_at) ?? Infinity) - (num(b.ready_at) ?? Infinity) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-    const shown = services.slice(0, TIMELINE_ROWS);
-    const readyTimes = services.map((s) => num(s.ready_at)).filter((t) => t !== null);
-    const starts = [num(doc.down_since), ...services.map((s) => num(s.since))].filter((t) => t !== null);
+    const starts = doc.services.map((s) => num(s.since)).filter((t) => t !== null);
     const t0 = num(doc.down_since) ?? Math.min(doc.time, ...starts);
+    // Ready before this outage (or before the board's first round: no ready_at) first,
+    // then by when each became ready, then what is not ready yet.
+    const before = (s) => s.state === "ready" && (num(s.ready_at) === null || num(s.ready_at) < t0);
+    const order = (s) => before(s) ? -Infinity : num(s.ready_at) ?? Infinity;
+    const services = doc.services.slice().sort((a, b) =>
+      (order(a) - order(b)) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    const shown = services.slice(0, TIMELINE_ROWS);
+    const readyTimes = services.filter((s) => !before(s)).map((s) => num(s.ready_at)).filter((t) => t !== null);
     const t1 = Math.max(doc.time, ...readyTimes);
     const span = Math.max(t1 - t0, 1);
     const LABEL = 190, WIDTH = 900, ROW = 18, TOP = 22;
@@ -237,11 +241,12 @@
       const y = TOP + i * ROW;
       const row = svg("g", { class: "row " + stateClass(s.state), "data-id": s.id });
       row.append(svg("text", { x: LABEL - 6, y: y + 12, "text-anchor": "end" }, s.id));
-      const readyAt = num(s.ready_at);
-      const end = readyAt ?? doc.time;
-      row.append(svg("rect", { x: scale(t0), y: y + 3, width: Math.max(scale(end) - scale(t0), 1), height: ROW - 6,
-                               class: readyAt === null ? "bar pending" : "bar" }));
-      const note = readyAt === null ? String(s.state) : `ready ${clock(readyAt)} (+${duration(readyAt - t0)})`;
+      const readyAt = before(s) ? null : num(s.ready_at);
+      const end = before(s) ? t0 : readyAt ?? doc.time;
+      row.append(svg("rect", { x: scale(t0), y: y + 3, width: Math.max(scale(end) - scale(t0), 2), height: ROW - 6,
+                               class: readyAt === null && !before(s) ? "bar pending" : "bar" }));
+      const note = before(s) ? (num(s.ready_at) === null ? "ready when the board started" : `ready since ${clock(s.ready_at)}`) :
+        readyAt === null ? String(s.state) : `ready ${clock(readyAt)} (+${duration(readyAt - t0)})`;
       row.append(svg("text", { x: scale(end) + 4, y: y + 12, class: "note" }, note));
       parts.push(row);
     });

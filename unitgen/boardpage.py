@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from .errors import UnitgenError, UsageError, one_line
 
@@ -238,3 +238,33 @@ def serve(refresh: Callable[[], dict], address: str, port: int, svg: Optional[by
             page.serve_forever()
         except KeyboardInterrupt:
             pass
+
+
+def run(conf, serve_at: str, *, interval: float = INTERVAL, in_flight: int, timeout: float, ssh: bool,
+        ssh_config: Optional[str] = None, echo: Callable[[str], None] = print) -> int:
+    """``unitgen board CONF --serve ADDR:PORT``: serve until Ctrl-C (SIGINT) or SIGTERM;
+    exit 0 only when every service was ready at the last refresh, as without --serve."""
+    import signal
+
+    from .board import Board, ssh_command
+
+    address, port = parse_address(serve_at)
+    board = Board(conf, in_flight=in_flight, timeout=timeout, ssh=ssh, ssh_command=ssh_command(ssh_config))
+    last: Dict[str, Any] = {}
+
+    def refresh() -> dict:
+        document = board.refresh()
+        last["all_ready"] = document["all_ready"]
+        return document
+
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupted)
+    try:
+        serve(refresh, address, port, graph_svg(conf), interval,
+              started=lambda url: echo(f"serving the board at {url} (Ctrl-C stops)"))
+    finally:
+        board.stop.set()
+        signal.signal(signal.SIGTERM, previous)
+    return 0 if last.get("all_ready") else 1

@@ -512,8 +512,11 @@ def status(conf: str, host: Optional[str], bus_address: Optional[str], as_json: 
                    "what its units that are not ready wait for.")
 @click.option("--ssh-config", metavar="FILE", type=click.Path(dir_okay=False),
               help="With --ssh: ssh -F FILE instead of your own ssh config.")
+@click.option("--serve", metavar="ADDR:PORT",
+              help="Serve a live page of the fleet (graph, root causes, timeline) and its JSON at "
+                   "http://ADDR:PORT/ until Ctrl-C; ADDR is an IP address, bound as given.")
 def board(conf: str, watch: bool, interval: float, as_json: bool, timeout: float, in_flight: int,
-          ssh: bool, ssh_config: Optional[str]) -> None:
+          ssh: bool, ssh_config: Optional[str], serve: Optional[str]) -> None:
     """Show the whole fleet's recovery from here: every service ready, waiting or a root cause.
 
     Checks every service of the conf on every host as its dependents do (its
@@ -527,10 +530,19 @@ def board(conf: str, watch: bool, interval: float, as_json: bool, timeout: float
       unitgen board /etc/unitgen/conf.yaml
       unitgen board conf.yaml --watch
       unitgen board conf.yaml --watch --json | tee recovery.jsonl
+      unitgen board conf.yaml --serve 127.0.0.1:8080
     """
     import shutil
 
     from . import board as boarding
+
+    if serve is not None:
+        from . import boardpage
+
+        if watch or as_json:
+            raise UsageError("--serve refreshes by itself and serves the JSON: leave out --watch and --json")
+        sys.exit(boardpage.run(_load(conf), serve, interval=interval, in_flight=in_flight, timeout=timeout,
+                               ssh=ssh or ssh_config is not None, ssh_config=ssh_config, echo=click.echo))
     from .status import colour_wanted
 
     colour = not as_json and colour_wanted(sys.stdout, os.environ)
