@@ -105,6 +105,19 @@ class _Builder(HTMLParser):
         self.current.children.append(data)
 
 
+def board_states(dom: Element):
+    """What the board's page shows per service: ({id: state} of the services table,
+    {id: (data-state, the node's last text, its classes)} of the graph's nodes)."""
+    rows = {tr.attrs["data-id"]: tr.attrs["data-state"] for tr in dom.find("tr", attr="data-id")}
+    nodes = {}
+    for node in dom.find("g", cls="node"):
+        if node.attrs.get("id", "").startswith("u-"):
+            label = bytes.fromhex(node.attrs["id"][2:]).decode()
+            nodes[label] = (node.attrs.get("data-state"), node.find("text")[-1].text(),
+                            tuple(node.attrs.get("class", "").split()))
+    return rows, nodes
+
+
 def parse(html: str) -> Element:
     builder = _Builder()
     builder.feed(html)

@@ -255,23 +255,11 @@ def test_no_graphviz_is_404_for_the_layout():
 
 # -- the page in Chromium -------------------------------------------------------
 
-def board_states(dom):
-    """What the page shows for each service: its row, its graph node and that node's text."""
-    rows = {tr.attrs["data-id"]: tr.attrs["data-state"] for tr in dom.find("tr", attr="data-id")}
-    nodes = {}
-    for node in dom.find("g", cls="node"):
-        if node.attrs.get("id", "").startswith("u-"):
-            label = bytes.fromhex(node.attrs["id"][2:]).decode()
-            texts = [t.text() for t in node.find("text")]
-            nodes[label] = (node.attrs.get("data-state"), texts[-1])
-    return rows, nodes
-
-
 def assert_page_shows(dom, doc):
-    rows, nodes = board_states(dom)
+    rows, nodes = browser.board_states(dom)
     expected = {s["id"]: s["state"] for s in doc["services"]}
     assert rows == expected
-    assert nodes == {id_: (state, state) for id_, state in expected.items()}
+    assert nodes == {id_: (state, state, ("node", f"st-{state}")) for id_, state in expected.items()}
     assert [li.attrs["data-id"] for li in dom.by_id("root-list").find("li")] == doc["root_causes"]
     assert dom.by_id("count").text() == f"{doc['ready']} / {doc['total']}"
     waves = {li.attrs["data-wave"]: li.find("span", cls="wave-count")[0].text() for li in dom.by_id("waves").find("li")}

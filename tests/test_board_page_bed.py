@@ -11,7 +11,7 @@ in the order the board saw them become ready.
 
 Screenshots (board-recovering.png, board-recovered.png) go to
 $UNITGEN_ARTIFACTS when set, else to the test's tmp_path: printed (-s).
-The README's picture is board-recovering.png.
+The README's picture is board-recovering.png (made small: tests/pngpalette.py).
 """
 
 import json
@@ -26,6 +26,7 @@ import pytest
 
 import browser
 import drill
+import pngpalette
 
 TOPOLOGY = drill.DRILL_TOPOLOGY
 UNITGEN = os.path.join(os.path.dirname(sys.executable), "unitgen")
@@ -114,17 +115,10 @@ class Served:
 
 
 def page_shows(dom):
-    """{id: state} from the services table and from the graph's nodes (their id and text), checked equal."""
-    rows = {tr.attrs["data-id"]: tr.attrs["data-state"] for tr in dom.find("tr", attr="data-id")}
-    nodes = {}
-    for node in dom.find("g", cls="node"):
-        if node.attrs.get("id", "").startswith("u-"):
-            label = bytes.fromhex(node.attrs["id"][2:]).decode()
-            state = node.attrs.get("data-state")
-            assert node.find("text")[-1].text() == state, f"{label}'s node says {node.find('text')[-1].text()!r}"
-            assert f"st-{state}" in node.attrs["class"].split()
-            nodes[label] = state
-    assert nodes == rows, "the graph and the table disagree"
+    """{id: state}, the same in the services table and the graph (each node's state, text and class)."""
+    rows, nodes = browser.board_states(dom)
+    assert nodes == {id_: (state, state, ("node", f"st-{state}")) for id_, state in rows.items()}, \
+        "the graph and the table disagree"
     return rows
 
 
@@ -168,8 +162,9 @@ def test_the_page_shows_a_power_cut_drill_in_chromium(make_fleet, tmp_path):
         assert set(states) == ids
         assert states == {"db@h1": "root-cause", "cache@h2": "ready", "api@h2": "waiting",
                           "web@h3": "waiting", "proxy@h1": "waiting"}
-        browser.screenshot(served.url, str(artifacts / "board-recovering.png"), str(tmp_path / "profile"),
+        browser.screenshot(served.url, str(tmp_path / "recovering.png"), str(tmp_path / "profile"),
                            prefix=fleet.keeper_command("-n"))
+        pngpalette.shrink(str(tmp_path / "recovering.png"), str(artifacts / "board-recovering.png"))  # README's
 
         fleet["h1"].boot(wait=False)
         drill.wait_healthy(fleet, TOPOLOGY)

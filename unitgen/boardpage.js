@@ -180,7 +180,14 @@
     $("overall").textContent = doc.all_ready ? "all ready" : "recovering";
     $("count").textContent = `${doc.ready} / ${doc.total}`;
     const since = num(doc.down_since);
-    $("down-for").textContent = since === null ? "–" : `${duration(doc.time - since)} (since ${clock(since)})`;
+    const back = Math.max(...doc.services.map((s) => num(s.ready_at) ?? -Infinity));
+    if (doc.all_ready && since !== null && back >= since) {
+      $("down-label").textContent = "all back after";
+      $("down-for").textContent = `${duration(back - since)} (down at ${clock(since)}, all ready at ${clock(back)})`;
+    } else {
+      $("down-label").textContent = "down for";
+      $("down-for").textContent = since === null ? "–" : `${duration(doc.time - since)} (since ${clock(since)})`;
+    }
     $("estimate").textContent = doc.all_ready ? "0 s" : duration(doc.estimate_left);
     $("updated").textContent = clock(doc.time);
   }
