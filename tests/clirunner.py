@@ -13,3 +13,15 @@ def cli_runner() -> CliRunner:
         return CliRunner(mix_stderr=False)
     except TypeError:
         return CliRunner()
+
+
+def with_sigint(disposition: str, argv: list) -> list:
+    """``argv`` run with SIGINT at its default ("default": a terminal's foreground
+    job) or ignored ("ignored": what a script's ``cmd &`` starts, with no job
+    control), whatever this process has: pytest may itself run as such a job,
+    and a shell's ``trap - INT`` cannot undo an ignore it inherited."""
+    import sys
+
+    action = {"default": "SIG_DFL", "ignored": "SIG_IGN"}[disposition]
+    code = f"import os, signal, sys; signal.signal(signal.SIGINT, signal.{action}); os.execv(sys.argv[1], sys.argv[1:])"
+    return [sys.executable, "-c", code, *argv]

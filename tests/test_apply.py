@@ -15,6 +15,8 @@ import sys
 
 import pytest
 
+from clirunner import with_sigint
+
 CONF_PATH = "/etc/unitgen/conf.yaml"
 UNITS = "/etc/systemd/system"
 WANTS = f"{UNITS}/multi-user.target.wants"
@@ -326,14 +328,17 @@ def test_not_root_gets_a_clear_error_but_may_read_status(host):
     assert "db.service  active (running)" in status.stdout
 
 
-def test_status_watch_from_outside_the_host_until_interrupted(host, tmp_path):
+@pytest.mark.parametrize("sigint", ["default", "ignored"])
+def test_status_watch_from_outside_the_host_until_interrupted(host, tmp_path, sigint):
+    """``ignored``: started as a script's ``cmd &`` starts it (no job control:
+    SIGINT inherited ignored, which Python keeps); Ctrl-C ends it all the same."""
     unitgen(host, "apply", CONF_PATH, conf_text=conf("db"))
     local_conf = tmp_path / "conf.yaml"
     local_conf.write_text(conf("db"))
     env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": host.bus_address}
-    watch = subprocess.Popen(
-        [sys.executable, "-m", "unitgen", "status", str(local_conf), "--watch", "--interval", "0.2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    argv = with_sigint(sigint, [sys.executable, "-m", "unitgen", "status", str(local_conf), "--watch",
+                                "--interval", "0.2"])
+    watch = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         frames = 0
         for line in watch.stdout:

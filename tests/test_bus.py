@@ -17,7 +17,7 @@ from dbus_next import Message
 
 from unitgen import bus, status
 from unitgen.cli import cli
-from clirunner import cli_runner
+from clirunner import cli_runner, with_sigint
 
 ROOT = Path(__file__).resolve().parent.parent
 AUTOHEAL = str(ROOT / "examples/autoheal.yaml")
@@ -265,3 +265,36 @@ def test_without_the_journal_restarts_are_counted_from_nrestarts_over_time():
     assert second.recent_restarts == 2 and second.looping
     (later,) = restarts.seen([restarted(12)], now=1100.0)
     assert later.recent_restarts == 0  # the old samples left the window
+
+
+# -- status --watch ends on Ctrl-C, whatever it is doing --------------------------------
+
+@pytest.mark.parametrize("inherited", ["default", "ignored"])
+def test_status_watch_ends_on_sigint_even_while_the_bus_does_not_answer(tmp_path, inherited):
+    """SIGINT while status --watch waits for a bus that accepted it and never answers.
+
+    ``ignored``: started as a script's ``cmd &`` starts a job (no job control),
+    with SIGINT ignored, which Python keeps and asyncio.run then does not catch:
+    status --watch takes it anyway, as watch(1) does. Either way it ends at once
+    with exit 1 (nothing was shown), not at the bus's own time-out ("cannot
+    connect ... no answer"), and not 0 as if every service were active."""
+    import signal
+    import socket
+
+    path = str(tmp_path / "silent-bus")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(path)
+        listener.listen(1)
+        argv = with_sigint(inherited, [sys.executable, "-m", "unitgen", "status", AUTOHEAL, "--watch",
+                                       "--bus-address", f"unix:path={path}"])
+        watch = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        try:
+            connection, _ = listener.accept()  # it is connecting: its handler is in place
+            with connection:
+                watch.send_signal(signal.SIGINT)
+                out, err = watch.communicate(timeout=2 * bus.CALL_TIMEOUT)  # a guard: the bus gives up before
+        finally:
+            if watch.poll() is None:
+                watch.kill()
+                watch.wait()
+    assert (watch.returncode, out, err) == (1, "", "")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import signal
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -265,16 +266,46 @@ def run(conf: Conf, *, host: Optional[str] = None, bus_address: Optional[str] = 
         echo((_CLEAR if clear else "\n" if last else "") + body)
         last[:] = rows
 
+    shown: List[bool] = []
+
     async def loop() -> None:
+        interrupted = stop_on_interrupt() if watch else lambda: False
         async with bus.connect(bus_address) as manager:
-            while True:
+            while not interrupted():
                 show(await manager.unit_states(units))
-                if not watch:
+                shown.append(True)
+                if not watch or interrupted():
                     return
                 await asyncio.sleep(interval)
 
     try:
         asyncio.run(loop())
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         pass
-    return 0 if all(seen.health == "ok" for seen in last) else 1
+    return 0 if shown and all(seen.health == "ok" for seen in last) else 1
+
+
+def stop_on_interrupt() -> Callable[[], bool]:
+    """From now on SIGINT (Ctrl-C) cancels the running task and makes the
+    returned function true; call it inside the event loop.
+
+    As watch(1) does, the signal is taken even when it was inherited ignored
+    (a job started with ``&`` by a script that has no job control), where
+    Python leaves it ignored and asyncio.run installs nothing. The loop's own
+    handler wakes it through its wake-up fd, even when the signal lands just
+    before it goes to sleep, and the flag ends the loop even when the
+    cancellation is lost:
+    before Python 3.12, asyncio.wait_for returns the reply instead of raising
+    CancelledError when both arrive together.
+    """
+    task = asyncio.current_task()
+    assert task is not None, "call it inside the event loop"
+    cancel = task.cancel
+    seen: List[bool] = []
+
+    def on_sigint() -> None:
+        seen.append(True)
+        cancel()
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGINT, on_sigint)
+    return lambda: bool(seen)
