@@ -45,20 +45,22 @@ def verify(unit_paths: Sequence[os.PathLike]) -> Verified:
     """Run systemd-analyze verify on unit files; see the module doc."""
     paths = [Path(p).resolve() for p in unit_paths]
     renamed = None
+    names: List[str] = [""] * len(paths)
     if any(":" in p.name for p in paths):
-        # systemd-analyze verify reads FILE:NAME in its arguments (a unit under another
-        # name), so it cannot be given a file whose name holds ":" (valid in a unit
-        # name): such a file is verified as a copy named with "-" instead.
+        # systemd-analyze verify reads FILE:NAME in its arguments (a unit file loaded
+        # under that name), so a file whose name holds ":" (valid in a unit name) is
+        # given as a copy without it, loaded under its own name: COPY:a:b.service.
         renamed = Path(tempfile.mkdtemp(prefix="unitgen-verify-names-"))
         copies = []
-        for p in paths:
-            copies.append(renamed / p.name.replace(":", "-") if ":" in p.name else p)
+        for i, p in enumerate(paths):
+            copies.append(renamed / f"renamed{i}{p.suffix}" if ":" in p.name else p)
             if ":" in p.name:
                 shutil.copy(p, copies[-1])
+                names[i] = ":" + p.name
         paths = copies
     missing = sorted({prog for p in paths for prog in _programs(p.read_text()) if not _is_executable(prog)})
     try:
-        with _Root(paths, missing) as root:
+        with _Root(paths, missing, names) as root:
             plain = root.run({})
             debug = root.run({"SYSTEMD_LOG_LEVEL": "debug"})
     finally:
@@ -85,8 +87,9 @@ def _is_executable(path: str) -> bool:
 class _Root:
     """Where verify runs: this machine, or an overlay of it with placeholder programs."""
 
-    def __init__(self, paths: List[Path], missing: List[str]):
+    def __init__(self, paths: List[Path], missing: List[str], names: List[str]):
         self.paths = paths
+        self.names = names  # ":NAME" to load paths[i] under NAME, else ""
         self.missing = missing
         self.work = None
 
@@ -113,9 +116,10 @@ class _Root:
     def run(self, env: Dict[str, str]) -> subprocess.CompletedProcess:
         environ = {**os.environ, "SYSTEMD_LOG_COLOR": "0", **env}
         if not self.work:
-            return subprocess.run(_VERIFY + [str(p) for p in self.paths], capture_output=True, env=environ, timeout=120)
+            return subprocess.run(_VERIFY + [str(p) + n for p, n in zip(self.paths, self.names)], capture_output=True,
+                                  env=environ, timeout=120)
         w = self.work
-        units = " ".join(_sh_quote("/unitgen-verify/" + p.name) for p in self.paths)
+        units = " ".join(_sh_quote("/unitgen-verify/" + p.name + n) for p, n in zip(self.paths, self.names))
         script = (
             "set -e; "
             f"mount -t overlay overlay -o lowerdir=/,upperdir={w}/upper,workdir={w}/work {w}/merged; "
