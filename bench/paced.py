@@ -7,13 +7,14 @@ on h1 (max_connections 40) and 100 stand-in clients on h2, h3 and h4 (a sh
 script each) that open 2 connections at once with psql at their start (held
 1 s) and crash if one is refused. The fleet is brought up, the power of all
 four hosts is cut, and they all boot again. Without accepts: and with
-accepts: RATE/s, interleaved N times. Printed for each: the most client
-backends PostgreSQL had at once (replayed from its own log, log_connections and
-log_disconnections, in the order it wrote them: every session, the clients'
-psql and their probes' pg_isready), the connections it refused for too many
-clients (SQLSTATE 53300 in its log), the clients' restarts (systemd's
-NRestarts) and how many clients were restarted, and the time to full recovery
-(the last client's first successful burst) from db.service active and from
+accepts: RATE/s, interleaved N times. Printed for each: the most backends
+PostgreSQL had at once (replayed from its own log, log_connections and
+log_disconnections, in the order it wrote them; it frees a backend's slot just
+before it logs the disconnection, so this can exceed the true figure by the
+exits in flight), the connections it refused for too many clients (SQLSTATE
+53300 in its log), the clients' restarts (systemd's NRestarts) and how many
+clients were restarted, and the time to full recovery (the last client's first
+successful burst) from PostgreSQL's readiness (ready.service active) and from
 the power's return; with the slots' span (the last client's slot,
 (clients - 1) / rate: the floor pacing sets) and the ratio of the two
 recoveries. With N > 1: min / median / max of each. Prints figures, asserts
@@ -33,7 +34,7 @@ import bed  # noqa: E402
 import paceddrill  # noqa: E402
 
 COLUMNS = (("peak backends", "{:.0f}"), ("refused 53300", "{:.0f}"), ("restarts", "{:.0f}"),
-           ("clients restarted", "{:.0f}"), ("db up -> all up", "{:.1f} s"), ("power -> all up", "{:.1f} s"))
+           ("clients restarted", "{:.0f}"), ("db ready -> all up", "{:.1f} s"), ("power -> all up", "{:.1f} s"))
 
 
 def measure(accepts):
@@ -73,7 +74,7 @@ def main() -> None:
         print(f"{label:<16}" + "".join(f" {cell:>{w}}" for cell, w in zip(cells, widths)))
     unpaced, paced = (statistics.median(row[4] for row in results[label]) for label, _ in runs)
     span = (paceddrill.CLIENTS - 1) / args.rate
-    print(f"full recovery from db up (medians): paced / unpaced {paced / unpaced:.2f}, "
+    print(f"full recovery from db ready (medians): paced / unpaced {paced / unpaced:.2f}, "
           f"paced / slots' span {paced / span:.2f}")
 
 

@@ -1,7 +1,9 @@
 """The paced-release drill: a thundering herd on a real PostgreSQL 15, through
 a full power cut.
 
-    h1        PostgreSQL 15 (pg_ctlcluster), max_connections MAX_CONNECTIONS
+    h1        db: PostgreSQL 15 (pg_ctlcluster), max_connections MAX_CONNECTIONS;
+              ready: a port that answers once PostgreSQL accepts connections
+              (its probe runs pg_isready on PostgreSQL's unix socket)
     h2 h3 h4  CLIENTS stand-in clients, a small sh script each: at its start it
               opens BURST connections at once with psql (each runs
               pg_sleep(HOLD)), and exits 1 if psql fails on any (psql's exit
@@ -11,7 +13,7 @@ a full power cut.
     run = herd(fleet, "5/s")     # or None: the control, no accepts:
 
 ``herd`` installs the fleet from one conf (db with or without ``accepts:``; each
-client depends on db and on ``pg_isready``), brings it all up, cuts the power of
+client depends on db and on ready), brings it all up, cuts the power of
 every host, boots them all again and waits until every client is up. Judged from
 the daemons' own records: each client's log (start / refused / up, with the
 time), PostgreSQL's log since the cut (``log_line_prefix`` carries the SQLSTATE,
@@ -19,6 +21,14 @@ so a refusal for too many clients is code 53300, not an English message;
 ``log_connections``/``log_disconnections`` give every backend's start and end in
 the order PostgreSQL wrote them), and systemd's NRestarts of each client.
 Used by tests/test_paced_bed.py and bench/paced.py.
+
+Why ``ready`` rather than a ``pg_isready`` check in each client's probe: PostgreSQL
+listens on its port while it replays its WAL after the cut (a client connecting
+then gets 57P03 and would crash), and 100 probes each running ``pg_isready``
+(a sh, a libpq connection, a backend forked) up to 10 times a second were a herd
+of their own: on this 2-core machine, loaded by other work, PostgreSQL answered
+none of them for 4 minutes (2026-12-01 06:14). Here one probe runs pg_isready, and
+the clients' probes make a bare TCP check of a port opened after it passed.
 """
 
 from __future__ import annotations
@@ -42,14 +52,16 @@ MAX_CONNECTIONS = 40
 # 4 new clients a second, each holding BURST connections for HOLD s plus its
 # start (1.2 s in all, seen here under load): about 10 backends at a time, and
 # up to 19 seen at 5/s where the probes noticed the database over 1.4 s: under
-# MAX_CONNECTIONS with room for the probes' pg_isready and a loaded machine.
+# MAX_CONNECTIONS with room for a loaded machine.
 # Without pacing the herd is 2 * CLIENTS = 200 connections within a second or
 # two. The slots span (CLIENTS - 1) / 4 = 24.75 s.
 RATE = "4/s"
 TOO_MANY_CONNECTIONS = "53300"  # SQLSTATE of "sorry, too many clients already"
 PG_DATA = "/var/lib/postgresql/15/main"
 PG_LOG = "/var/log/postgresql/postgresql-15-main.log"
+READY_PORT = 5433
 CLIENT = "/opt/herd/client.sh"
+READY = "/opt/herd/ready.py"
 CLIENT_LOG = "/var/log/herd/clients.log"
 CONF_PATH = "/etc/unitgen/conf.yaml"
 UNIT_DIR = "/etc/systemd/system"
@@ -84,6 +96,13 @@ log up
 exec sleep infinity
 """
 
+READY_SOURCE = f"""\
+import socket
+server = socket.create_server(("", {READY_PORT}))
+while True:
+    server.accept()[0].close()
+"""
+
 LINE = re.compile(r"^\S+ \S+ \S+ \[(\d+)\] sqlstate=(\w{5}) (\w+):  (.*)$")
 
 
@@ -104,11 +123,14 @@ def conf_text(fleet: bed.Fleet, accepts: Optional[str]) -> str:
     }
     if accepts:
         services["db"]["accepts"] = accepts
+    # ready's one probe asks PostgreSQL itself, on its unix socket (not a service: dependency on db,
+    # which would make ready a paced dependent with a slot of its own)
+    services["ready"] = {"host": "h1", "user": "nobody", "exec": ["/usr/bin/python3", READY],
+                         "listen": READY_PORT,
+                         "deps": [{"exec": "pg_isready -q -h /var/run/postgresql -p 5432", "name": "db accepts"}]}
     for name, host in clients():
         services[name] = {"host": host, "exec": ["/bin/sh", CLIENT, name, db], "restart_sec": "1s",
-                          "deps": [{"service": "db"},
-                                   {"exec": f"pg_isready -q -h {db} -p 5432 -U postgres -d postgres",
-                                    "name": "db ready"}]}
+                          "deps": [{"service": "db"}, {"service": "ready"}]}
     return yaml.safe_dump({"version": 1, "hosts": {h.name: {"address": h.address} for h in fleet},
                            "services": services}, sort_keys=False)
 
@@ -121,6 +143,7 @@ def install(fleet: bed.Fleet, accepts: Optional[str]) -> None:
     with open("/etc/postgresql/15/main/pg_hba.conf") as file:
         hba = file.read()
     h1.write_file("/etc/postgresql/15/main/pg_hba.conf", hba + "host all all 10.248.0.0/24 trust\n")
+    h1.write_file(READY, READY_SOURCE)
     for host in CLIENT_HOSTS:
         fleet[host].write_file(CLIENT, CLIENT_SOURCE, mode=0o755)
     fleet.boot_all()
@@ -130,7 +153,7 @@ def install(fleet: bed.Fleet, accepts: Optional[str]) -> None:
         host.write_file(CONF_PATH, text)
         host.run(["unitgen", "render", CONF_PATH, "--host", host.name, "-o", UNIT_DIR])
         host.run(["systemctl", "daemon-reload"])
-        units = ["db.service"] if host.name == "h1" else client_units(host.name)
+        units = ["db.service", "ready.service"] if host.name == "h1" else client_units(host.name)
         host.run(["systemctl", "enable", "--quiet", *units])
 
 
@@ -195,7 +218,7 @@ class Run:
     pg_log: str                       # PostgreSQL's log since the cut
     backends: Backends
     from_power: float                 # s from the power's return to the last client up
-    from_db: float                    # s from db.service active to the last client up
+    from_db: float                    # s from ready.service active (PostgreSQL accepts) to the last client up
     slots: Dict[str, float]           # client: its --slot (0 when it has none)
 
 
@@ -216,7 +239,7 @@ def herd(fleet: bed.Fleet, accepts: Optional[str]) -> Run:
     once every client is up again: the Run since the cut."""
     install(fleet, accepts)
     began = time.time()
-    fleet["h1"].run(["systemctl", "start", "--no-block", "db.service"])
+    fleet["h1"].run(["systemctl", "start", "--no-block", "db.service", "ready.service"])
     for host in CLIENT_HOSTS:
         fleet[host].run(["systemctl", "start", "--no-block", *client_units(host)])
     wait_for(lambda: all_up(fleet, began), "every client up before the cut")
@@ -229,7 +252,7 @@ def herd(fleet: bed.Fleet, accepts: Optional[str]) -> Run:
     last_up = max(min(t for e, t in ev if e == "up") for ev in events.values())
     h1 = fleet["h1"]
     db_at = unix_time(h1.run(["systemctl", "show", "--timestamp=us+utc", "-P", "ActiveEnterTimestamp",
-                              "db.service"]).stdout.strip())
+                              "ready.service"]).stdout.strip())
     pg_log = h1.read_file(PG_LOG)[cut_at:]
     restarts, states, slots = {}, {}, {}
     for host in CLIENT_HOSTS:
