@@ -59,7 +59,9 @@ def test_installed_wheel_renders_with_its_own_templates(wheel, tmp_path):
     # the install's own probe, started lean by the interpreter of its #! line (unitgen/paths.py)
     assert re.search(rf"\nExecStartPre={re.escape(str(env_dir))}/bin/python[0-9.]* -IS "
                      rf"{re.escape(site)}/unitgen_probe/start\.py ", done.stdout), done.stdout
-    assert f"ExecStart=+{env_dir}/bin/unitgen-launch " in done.stdout
+    # and so is the launcher, beside it (the same interpreter, the same directory)
+    assert re.search(rf"\nExecStart=\+{re.escape(str(env_dir))}/bin/python[0-9.]* -IS "
+                     rf"{re.escape(site)}/unitgen_probe/launch\.py ", done.stdout), done.stdout
     assert (env_dir / "bin" / "unitgen-launch").is_file()
 
 

@@ -103,3 +103,32 @@ def test_check_warns_when_the_user_cannot_read_start_py(monkeypatch):
         assert lint.probe_blocked(service, str(script)) is None
     finally:
         shutil.rmtree(place)
+
+
+LAUNCHED = """\
+version: 1
+services:
+  web:
+    exec: [/usr/bin/sleep, infinity]
+    pid_file: /run/web.pid
+"""
+
+
+def test_the_launcher_runs_as_the_probe_does(tmp_path):
+    """unitgen-launch is on the critical path of a Type=forking unit's start:
+    with this install's own probe it runs as PYTHON -IS .../unitgen_probe/launch.py."""
+    script, interpreter = own_probe()
+    launch = Path(__import__("unitgen_probe").__file__).parent / "launch.py"
+    (tmp_path / "conf.yaml").write_text(LAUNCHED)
+    result = cli_runner().invoke(cli, ["render", str(tmp_path / "conf.yaml"), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    unit = (tmp_path / "out" / "web.service").read_text()
+    assert f"\nExecStart={interpreter} -IS {launch} --pid-file /run/unitgen/web.service.pid " in unit
+    done = subprocess.run([interpreter, "-X", "importtime", "-IS", str(launch), "--pid-file", "relative.pid",
+                           "--from-pid-file", "/run/web.pid", "--", "true"],
+                          capture_output=True, text=True, timeout=WAIT, env={})
+    assert done.returncode == 2, done.stderr  # the launcher's own usage error: it ran, standalone
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert not imported & {"site", "re", "unitgen_probe"}, imported
+    other = paths.launch_argv(["/opt/p/bin/unitgen-probe"], "/opt/p/bin/unitgen-launch")
+    assert other == ["/opt/p/bin/unitgen-launch"]  # a probe given: the launcher beside it, as it is

@@ -97,3 +97,4 @@ def test_every_kind_has_its_check_in_the_table():
         sys.path.remove(str(PROBES))
     assert set(CHECKS) == set(KINDS)
     assert all(callable(check_of(kind)) for kind in KINDS)
+

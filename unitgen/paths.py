@@ -73,6 +73,21 @@ def probe_command(override: "str | None" = None) -> str:
 
 
 PROBE_START = "start.py"  # in unitgen_probe: what units run, with the install's interpreter
+LAUNCH_MODULE = "launch.py"  # in unitgen_probe: unitgen-launch, run as a script the same way
+
+
+def launch_argv(probe_argv: "list[str]", launcher: str) -> "list[str]":
+    """The command units run as unitgen-launch, given the probe's command
+    (probe_argv()) and the launcher script installed beside the probe.
+
+    When the probe runs lean (``PYTHON -IS .../unitgen_probe/start.py``), so
+    does the launcher: ``PYTHON -IS .../unitgen_probe/launch.py``, which
+    imports nothing of its package (a Type=forking unit's start waits for
+    it: after a power cut it is on the critical path, like the probe). Else
+    *launcher* as it is."""
+    if len(probe_argv) == 3 and probe_argv[1] == "-IS" and probe_argv[2].endswith("/" + PROBE_START):
+        return [probe_argv[0], "-IS", probe_argv[2][:-len(PROBE_START)] + LAUNCH_MODULE]
+    return [launcher]
 
 
 def probe_argv(probe: str) -> "list[str]":

@@ -75,7 +75,8 @@ class Renderer:
         self.probe = paths.probe_command(probe)
         self.probe_argv = paths.probe_argv(self.probe)  # what ExecStartPre= runs
         # unitgen-launch is installed beside unitgen-probe: one package, one scripts directory
-        self.launcher = os.path.join(os.path.dirname(self.probe), LAUNCH_SCRIPT)
+        self.launcher_argv = paths.launch_argv(self.probe_argv, os.path.join(os.path.dirname(self.probe),
+                                                                             LAUNCH_SCRIPT))
         self.systemd_version = systemd_version
         env = environment()
         self.template = env.get_template("service.j2")
@@ -140,7 +141,7 @@ class Renderer:
                 found_by = ["--from-pid-file", s.pid_file]
             credentials = [*(["--user", s.user] if s.user else []), *(["--group", s.group] if s.group else [])]
             exec_start = systemd.exec_command(
-                [self.launcher, "--pid-file", launch_pid_file, *found_by, *credentials, "--", *s.command])
+                [*self.launcher_argv, "--pid-file", launch_pid_file, *found_by, *credentials, "--", *s.command])
             if credentials:  # "+": the launcher runs as root, writes /run/unitgen, and drops to User= for the command
                 exec_start = systemd.Escaped("+" + exec_start)
         return self.template.render(

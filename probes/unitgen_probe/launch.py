@@ -45,7 +45,6 @@ COMMAND's status when it failed. Standard library only; never imports unitgen.
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 
@@ -105,6 +104,8 @@ def parse(argv):
         raise UsageError(f"--timeout {opts['timeout']!r} is not a number of seconds") from None
     if opts["pname"] is not None:
         try:
+            import re  # only to find a process by its command line: a start waits for this import
+
             opts["pattern"] = re.compile(opts["pname"].encode("utf-8", "surrogateescape"))
         except re.error as exc:
             raise UsageError(f"--pname {opts['pname']!r} is not a regular expression: {exc}") from None
