@@ -391,3 +391,7 @@ def test_the_readme_example_postgres_runs_on_debian(make_fleet):
     db1.run(["sh", "-c", "until pg_isready -q -h 127.0.0.1 -p 5432; do "
                          "systemctl is-failed -q postgres.service && exit 1; sleep 0.2; done"], timeout=60)
     assert show(db1, "postgres.service", "NRestarts") == ["0"]
+    # the same counter moves when systemd restarts it: the zero above is not a counter that never counts
+    db1.run(["kill", "-KILL", show(db1, "postgres.service", "MainPID")[0]])
+    db1.run(["sh", "-c", "until [ $(systemctl show -P NRestarts postgres.service) -ge 1 ]; do sleep 0.2; done"],
+            timeout=60)

@@ -13,11 +13,14 @@ import yaml
 from test_render import HOSTILE
 
 OUT = "/var/lib/escaping"
+# Each writer writes a file of another name and renames it: the test reads it
+# once it exists, complete, however slowly the machine runs.
 REPORT = (
     "import json, os, sys, time\n"
-    "json.dump({'argv': sys.argv[1:], 'cwd': os.getcwd(),\n"
-    "           'env': {k: v for k, v in os.environ.items() if k.startswith('V')}},\n"
-    "          open(sys.argv[1], 'w'))\n"
+    "with open(sys.argv[1] + '.part', 'w') as f:\n"
+    "    json.dump({'argv': sys.argv[1:], 'cwd': os.getcwd(),\n"
+    "               'env': {k: v for k, v in os.environ.items() if k.startswith('V')}}, f)\n"
+    "os.rename(sys.argv[1] + '.part', sys.argv[1])\n"
     "time.sleep(1000)\n"
 )
 # Quotes of every kind, %, $, backslashes, substitutions, a tab, unicode, and a
@@ -35,7 +38,6 @@ def _wait_for(host, path, timeout=60.0):
         if time.monotonic() > deadline:
             raise AssertionError(f"{path} never appeared:\n{host.journal()[-3000:]}")
         time.sleep(0.2)
-    time.sleep(0.2)  # let the writer finish
     return host.read_file(path)
 
 
@@ -50,7 +52,8 @@ def test_a_real_process_gets_exactly_what_the_conf_says(make_fleet):
             "environment": {f"V{i}": s for i, s in enumerate(HOSTILE)},
             "user": "root",
         },
-        "script": {"script": SCRIPT.replace('"$1"', f"{OUT}/systemd.out") + "; sleep 1000", "user": "root"},
+        "script": {"script": SCRIPT.replace('"$1"', f"{OUT}/systemd.part")
+                   + f"; mv {OUT}/systemd.part {OUT}/systemd.out; sleep 1000", "user": "root"},
     }}
     host.write_file("/etc/unitgen/conf.yaml", yaml.safe_dump(conf, allow_unicode=True))
     host.write_file(f"{workdir}/.keep", "")

@@ -132,11 +132,17 @@ def test_ignore_keeps_todays_behaviour(make_fleet):
     fleet = start(make_fleet, topology, "ignore")
     h1, h2 = fleet["h1"], fleet["h2"]
     assert not h2.exists("/etc/systemd/system/unitgen-watch.service")
+    before = starts_of(fleet, topology, "b")
+    assert before >= 1  # the count sees B's start
     h1.power_cut()
+    # B must have seen the loss (its own log), or there is nothing to stay broken
+    wait_for(lambda: any(e["service"] == "b" and e["event"] == "dependency lost at run time"
+                         for e in drill.read_events(fleet, topology)), what="B to break on A's loss")
     h1.boot(wait=False)
-    fleet["h1"].wait_active("a.service")
-    time.sleep(5)
+    h1.wait_active("a.service")
+    wait_for(lambda: drill.health(fleet, topology)["a"] == "healthy", what="A to answer again")
     assert drill.health(fleet, topology)["b"] == "HTTP status 503"  # broken for good, as before
+    assert starts_of(fleet, topology, "b") == before  # nothing restarted it
 
 
 def test_a_local_dependency_needs_no_watcher(make_fleet):
