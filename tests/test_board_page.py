@@ -79,8 +79,8 @@ def artifacts(tmp_path):
 
 
 @contextmanager
-def served(refresh, svg=None, interval=0.05, report=None, address="127.0.0.1"):
-    with boardpage.Page(refresh, address, 0, svg, interval, report=report) as page:
+def served(refresh, svg=None, interval=0.05, report=None, address="127.0.0.1", layout=None):
+    with boardpage.Page(refresh, address, 0, svg, interval, report=report, layout=layout) as page:
         thread = threading.Thread(target=page.serve_forever, daemon=True)
         thread.start()
         try:
@@ -248,6 +248,34 @@ def test_graph_svg_is_dot_layout_with_hex_ids(conf):
     assert clusters == {diagram.element_id(h, "h") for h in ("h1", "h2", "h3")}
 
 
+def test_the_page_is_served_while_dot_lays_out(conf):
+    hold = threading.Event()
+    svg = boardpage.graph_svg(conf)
+
+    def layout():
+        hold.wait(30)
+        return svg
+
+    with served(lambda: document(), layout=layout) as page:
+        wait_for_document(page)
+        status, headers, _ = get(page, "/graph.svg")
+        assert (status, headers["Retry-After"]) == (503, "2")
+        assert get(page, "/")[0] == 200 and get(page, "/board.json")[0] == 200
+        hold.set()
+        for _ in range(500):
+            if not page.server.svg_pending:
+                break
+            time.sleep(0.01)
+        assert get(page, "/graph.svg")[::2] == (200, svg)
+
+
+def test_large_fleets_are_left_to_the_pages_own_layout(conf, monkeypatch):
+    monkeypatch.setattr(boardpage, "DOT_NODES", 4)
+    assert boardpage.graph_svg(conf) is not None  # db, cache, api, web
+    monkeypatch.setattr(boardpage, "DOT_NODES", 3)
+    assert boardpage.graph_svg(conf) is None
+
+
 def test_no_graphviz_is_404_for_the_layout():
     with served(lambda: document(), svg=None) as page:
         assert get(page, "/graph.svg")[0] == 404
@@ -278,18 +306,23 @@ def assert_nothing_injected(dom):
     assert says["api@h2"] == f"{HOSTILE} (ssh)"
 
 
-@pytest.mark.parametrize("layout", ["graphviz", "builtin"])
+@pytest.mark.parametrize("layout", ["graphviz", "builtin", "while dot lays out"])
 def test_the_page_in_chromium_shows_each_state(layout, conf, tmp_path, artifacts):
     browser.require()
     doc = document(now=time.time())
     svg = boardpage.graph_svg(conf) if layout == "graphviz" else None
     assert (svg is not None) == (layout == "graphviz")
-    with served(lambda: doc, svg=svg) as page:
-        dom = browser.load(page.url, str(tmp_path / "profile"))
-        shot = artifacts / f"board-page-{layout}.png"
-        browser.screenshot(page.url, str(shot), str(tmp_path / "profile"))
+    hold = threading.Event()
+    pending = (lambda: hold.wait(60) and None) if layout == "while dot lays out" else None
+    try:
+        with served(lambda: doc, svg=svg, layout=pending) as page:
+            dom = browser.load(page.url, str(tmp_path / "profile"))
+            shot = artifacts / f"board-page-{layout.replace(' ', '-')}.png"
+            browser.screenshot(page.url, str(shot), str(tmp_path / "profile"))
+    finally:
+        hold.set()
     print(f"screenshot: {shot}")
-    assert dom.by_id("graph").attrs["data-layout"] == layout
+    assert dom.by_id("graph").attrs["data-layout"] == ("graphviz" if layout == "graphviz" else "builtin")
     assert dom.find("body")[0].attrs["data-doc-time"] == repr(doc["time"])
     assert dom.find("body")[0].attrs["data-state"] == "recovering"
     assert_page_shows(dom, doc)
@@ -372,3 +405,26 @@ services:
     assert {s["id"]: s["state"] for s in document["services"]} == {"db@h1": "root-cause", "api@h1": "ready"}
     assert document["root_causes"] == ["db@h1"]
     assert board.returncode == 1
+
+
+def test_a_large_fleet_in_chromium_lists_what_is_not_ready_first(tmp_path):
+    """Past 2,000 services the page draws no graph and lists 500 rows, not ready first,
+    and 100 root causes, each with the count of the rest (the JSON has them all)."""
+    browser.require()
+    now = time.time()
+    states = ["ready", "ready", "waiting", "root-cause"]
+    services = [service(f"s{i}@h{i % 30}", states[i % 4], 1, now=now) for i in range(2100)]
+    doc = dict(document(now=now), services=services, ready=1050, total=2100,
+               root_causes=[s["id"] for s in services if s["state"] == "root-cause"])
+    with served(lambda: doc) as page:
+        dom = browser.load(page.url, str(tmp_path / "profile"))
+    rows = [(tr.attrs["data-id"], tr.attrs["data-state"]) for tr in dom.find("tr", attr="data-id")]
+    not_ready = [(s["id"], s["state"]) for s in services if s["state"] != "ready"]
+    rank = {"root-cause": 0, "waiting": 2}
+    assert rows == sorted(not_ready, key=lambda r: rank[r[1]])[:500]
+    assert dom.by_id("rows-more").text() == "and 1600 more, all in board.json"
+    roots = dom.by_id("root-list").find("li")
+    assert [li.attrs.get("data-id") for li in roots[:100]] == doc["root_causes"][:100]
+    assert roots[100].text() == "and 425 more" and len(roots) == 101
+    assert not dom.by_id("graph").find("g", cls="node")
+    assert dom.by_id("graph").text().startswith("2100 services: too many to draw here")

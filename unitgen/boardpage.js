@@ -6,9 +6,15 @@
   const STATES = ["ready", "down", "waiting", "root-cause", "unknown"];
   const SVGNS = "http://www.w3.org/2000/svg";
   const INTERVAL_MS = 1000;
+  // A fleet of thousands stays usable: what is not ready first, the rest counted.
   const TIMELINE_ROWS = 300;
+  const TABLE_ROWS = 500;
+  const ROOT_ROWS = 100;
+  const GRAPH_NODES = 2000;
+  const RANK = { "root-cause": 0, "down": 1, "waiting": 2, "unknown": 3, "ready": 4 };
   let graphMode = null;  // "dot" (Graphviz's SVG from /graph.svg) or "builtin"
   let builtinKey = null;
+  let lastDoc = null;
 
   const $ = (id) => document.getElementById(id);
 
@@ -74,6 +80,7 @@
   async function loadGraph() {
     try {
       const response = await fetch("graph.svg", { cache: "no-store" });
+      if (response.status === 503) setTimeout(loadGraph, 3000);  // still laying out: ours meanwhile
       if (response.ok) {
         const parsed = new DOMParser().parseFromString(await response.text(), "image/svg+xml");
         const root = parsed.documentElement;
@@ -87,6 +94,8 @@
           if (natural > 0) drawing.style.maxWidth = `${Math.round(natural * 4 / 3)}px`;
           $("graph").replaceChildren(drawing);
           graphMode = "dot";
+          builtinKey = null;
+          if (lastDoc) colourGraph(lastDoc);
           $("graph").dataset.layout = "graphviz";
           return;
         }
@@ -159,7 +168,17 @@
   }
 
   function colourGraph(doc) {
-    if (graphMode === "builtin") drawBuiltin(doc);
+    if (graphMode === "builtin") {
+      if (doc.services.length > GRAPH_NODES) {
+        if (builtinKey !== "too many") {
+          builtinKey = "too many";
+          $("graph").replaceChildren(el("p", null, `${doc.services.length} services: too many to draw here; ` +
+                                                   "the tables below list those not ready first."));
+        }
+        return;
+      }
+      drawBuiltin(doc);
+    }
     for (const s of doc.services) {
       const node = document.getElementById("u-" + hex(s.id));
       if (!node) continue;
@@ -194,7 +213,8 @@
 
   function renderRoots(doc, byId) {
     const list = $("root-list");
-    const items = (doc.root_causes || []).map((id) => {
+    const roots = doc.root_causes || [];
+    const items = roots.slice(0, ROOT_ROWS).map((id) => {
       const s = byId.get(id) || { id: id, state: "root-cause" };
       const item = el("li", stateClass(s.state));
       item.dataset.id = id;
@@ -203,6 +223,7 @@
       if (why) item.append(" ", el("span", "why", why));
       return item;
     });
+    if (roots.length > items.length) items.push(el("li", "more", `and ${roots.length - items.length} more`));
     list.replaceChildren(...items);
     $("no-roots").hidden = items.length > 0;
     $("roots").dataset.count = String(items.length);
@@ -262,7 +283,13 @@
   }
 
   function renderTable(doc) {
-    $("rows").replaceChildren(...doc.services.map((s) => {
+    const rank = (s) => RANK[s.state] ?? 3;
+    const services = doc.services.length <= TABLE_ROWS ? doc.services :
+      doc.services.map((s, i) => [s, i]).sort((a, b) => rank(a[0]) - rank(b[0]) || a[1] - b[1])
+        .slice(0, TABLE_ROWS).map((pair) => pair[0]);
+    $("rows-more").textContent = doc.services.length > services.length ?
+      `and ${doc.services.length - services.length} more, all in board.json` : "";
+    $("rows").replaceChildren(...services.map((s) => {
       const row = el("tr", stateClass(s.state));
       row.dataset.id = s.id;
       row.dataset.state = String(s.state);
@@ -287,6 +314,7 @@
     renderWaves(doc);
     renderTimeline(doc);
     renderTable(doc);
+    lastDoc = doc;
   }
 
   function setStale(reason) {

@@ -37,6 +37,7 @@ from .errors import UnitgenError, UsageError, one_line
 
 HERE = Path(__file__).resolve().parent
 INTERVAL = 1.0
+DOT_NODES = 500
 
 
 def parse_address(text: str) -> Tuple[str, int]:
@@ -59,11 +60,16 @@ def parse_address(text: str) -> Tuple[str, int]:
 
 
 def graph_svg(conf) -> Optional[bytes]:
-    """Graphviz's layout of the conf's graph, with the ids the page colours; None without dot."""
+    """Graphviz's layout of the conf's graph, with the ids the page colours; None without
+    dot, or past DOT_NODES services (dot's time grows faster than the fleet, and no one
+    reads such a picture; the page's own columns by wave serve)."""
     from . import diagram, graph
 
+    drawing = graph.Graph(conf)
+    if len(drawing.nodes) > DOT_NODES:
+        return None
     try:
-        return diagram.image(diagram.dot(graph.Graph(conf), board=True), "svg")
+        return diagram.image(diagram.dot(drawing, board=True), "svg")
     except UnitgenError:
         return None
 
@@ -153,6 +159,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                   extra={"Retry-After": "1"})
             return self._send(200, body, "application/json", head)
         if path == "/graph.svg":
+            if self.server.svg_pending:
+                return self._send(503, b"laying out\n", "text/plain", head, extra={"Retry-After": "2"})
             if self.server.svg is None:
                 return self._send(404, b"no layout: Graphviz's dot is not installed\n", "text/plain", head)
             return self._send(200, self.server.svg, "image/svg+xml", head)
@@ -187,6 +195,7 @@ class PageServer(http.server.ThreadingHTTPServer):
         self.address_family = socket.AF_INET6 if ":" in address else socket.AF_INET
         super().__init__((address, port), Handler)
         self.latest, self.svg = latest, svg
+        self.svg_pending = False
         self.port = self.server_address[1]
         shown = f"[{address}]" if ":" in address else address
         names = {f"{shown}:{self.port}"}
@@ -199,10 +208,14 @@ class PageServer(http.server.ThreadingHTTPServer):
 
 
 class Page:
-    """The server and its refresher; ``with Page(...) as page: page.serve_forever()``."""
+    """The server and its refresher; ``with Page(...) as page: page.serve_forever()``.
 
-    def __init__(self, refresh: Callable[[], dict], address: str, port: int, svg: Optional[bytes],
-                 interval: float = INTERVAL, report: Optional[Callable[[str], None]] = None):
+    ``svg``: the layout; or ``layout``, a function that makes it, run in a thread of
+    its own so that the page is served at once (/graph.svg is 503 until it is done)."""
+
+    def __init__(self, refresh: Callable[[], dict], address: str, port: int, svg: Optional[bytes] = None,
+                 interval: float = INTERVAL, report: Optional[Callable[[str], None]] = None,
+                 layout: Optional[Callable[[], Optional[bytes]]] = None):
         self.latest = Latest()
         try:
             self.server = PageServer(address, port, self.latest, svg)
@@ -211,6 +224,15 @@ class Page:
         self.url = self.server.url
         self.refresher = Refresher(refresh, self.latest, interval, **({"report": report} if report else {}))
         self.refresher.start()
+        if layout is not None:
+            self.server.svg_pending = True
+            threading.Thread(target=self._lay_out, args=(layout,), name="board-layout", daemon=True).start()
+
+    def _lay_out(self, layout: Callable[[], Optional[bytes]]) -> None:
+        try:
+            self.server.svg = layout()
+        finally:
+            self.server.svg_pending = False
 
     def serve_forever(self) -> None:
         self.server.serve_forever(poll_interval=0.25)
@@ -229,10 +251,10 @@ class Page:
         self.server.server_close()
 
 
-def serve(refresh: Callable[[], dict], address: str, port: int, svg: Optional[bytes],
+def serve(refresh: Callable[[], dict], address: str, port: int, layout: Callable[[], Optional[bytes]],
           interval: float = INTERVAL, started: Callable[[str], None] = lambda url: None) -> None:
     """Serve the board until interrupted (KeyboardInterrupt returns)."""
-    with Page(refresh, address, port, svg, interval) as page:
+    with Page(refresh, address, port, interval=interval, layout=layout) as page:
         started(page.url)
         try:
             page.serve_forever()
@@ -262,7 +284,7 @@ def run(conf, serve_at: str, *, interval: float = INTERVAL, in_flight: int, time
 
     previous = signal.signal(signal.SIGTERM, interrupted)
     try:
-        serve(refresh, address, port, graph_svg(conf), interval,
+        serve(refresh, address, port, lambda: graph_svg(conf), interval,
               started=lambda url: echo(f"serving the board at {url} (Ctrl-C stops)"))
     finally:
         board.stop.set()
