@@ -167,6 +167,18 @@ def test_the_probe_gets_each_bound(tmp_path):
     assert bounds["cache"] == 5.0 and bounds["local"] == defaults.OPTIONAL_WAIT and bounds["db"] is None
     assert bounds["metrics"] == 2.0
     assert [(g.label, g.wait_at_most) for g in inv.groups] == [("dns", 1.5)]
+    assert "unitgen-watch.service" in units  # an optional dependency is watched for its return
+
+
+def test_an_optional_dependency_alone_renders_a_watcher(tmp_path):
+    units, _ = render_h2(tmp_path, """
+        version: 1
+        hosts: {h1: {address: 10.0.0.1}, h2: {address: 10.0.0.2}}
+        services:
+          cache: {host: h1, exec: [/bin/cache], listen: 6379}
+          web: {host: h2, exec: [/bin/web], deps: [{service: cache, optional: true, wait_at_most: 5s}]}
+    """)
+    assert sorted(units) == ["unitgen-watch.service", "web.service"]
 
 
 def test_a_cycle_through_an_optional_edge_is_no_deadlock(tmp_path):

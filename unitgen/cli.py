@@ -615,6 +615,8 @@ def watch(conf: Optional[str], conf_dir: Optional[str], host: Optional[str], bus
     on_unhealthy: restart: the service's own health: URL is checked too, and
     when it fails by the same threshold while everything it depends on
     answers, the service is restarted (at most once per --restart-interval).
+    optional: true: a service its probe started without that dependency
+    (its STATUS= says so) is restarted once the dependency answers.
 
     \b
     Example:

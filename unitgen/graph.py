@@ -65,9 +65,11 @@ class UnitPlan:
     @property
     def watched(self) -> bool:
         """`unitgen watch` acts on this service: its own health (on_unhealthy:),
-        or a remote dependency lost (on_dependency_loss:)."""
+        a remote dependency lost (on_dependency_loss:), or an optional one
+        that answers after it started without it."""
         s = self.service
-        return s.on_unhealthy != "ignore" or (s.on_dependency_loss != "ignore" and bool(self.remote or self.remote_groups))
+        loss = s.on_dependency_loss != "ignore" and bool(self.remote or self.remote_groups)
+        return s.on_unhealthy != "ignore" or loss or bool(self.optional)
 
     @property
     def optional(self) -> "Tuple[Union[Target, Group], ...]":

@@ -35,6 +35,19 @@ counted, and the count starts again: a dependency outage is not the service's
 fault. After a restart, its health is not judged before its start_time: has
 passed since the restart job ended.
 
+Optional dependencies (``optional: true``): a service whose probe started it
+without one (its STATUS= says ``started degraded after …: without LABEL (…``,
+the probe's own words, unitgen_probe.report) is restarted once that
+dependency answers again, so that it starts with it: the same
+once-per-interval limit, the reason in the journal and in `unitgen status`.
+The start-time state is read from systemd (the unit's StatusText over D-Bus),
+which PID 1 attributes to the unit's own probe and a new start replaces: no
+file to trust, nothing left over from an earlier start. A service whose
+optional dependency was there at its start is never restarted for it.
+Nothing reads StatusText but its own unit's decision, so a service that
+overwrites it (Type=notify sends its own STATUS=) can only cost itself that
+restart.
+
 Checks run every ``defaults.WATCH_INTERVAL`` seconds per dependency, in threads: a
 watcher of a thousand dependencies costs a few threads' worth of sockets.
 They run as the service's own user and groups, never as root (runas.py):
@@ -54,6 +67,8 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Literal, Optional, Sequence, Tuple
 
 from unitgen_probe import Result, Target
+from unitgen_probe.report import DEGRADED, started_without
+from unitgen_probe.targets import printable
 
 from .graph import own_readiness
 from .runas import CannotCheck, Checker, RunAs, run_as
@@ -79,6 +94,8 @@ class Dependency:
     reason: str = ""
     group: "Optional[DependencyGroup]" = field(default=None, repr=False)
     acts: bool = True  # its loss is acted on (on_dependency_loss); else it only gates the health judgement
+    returning: "Optional[Returning]" = field(default=None, repr=False)  # a member of an optional dependency
+    answered: bool = False  # its last check passed (optional dependencies)
 
     @property
     def lost(self) -> bool:
@@ -118,6 +135,26 @@ class DependencyGroup:
         return f"{self.answering} of {len(self.members)} answer, need {self.need}" + (f" ({down})" if down else "")
 
 
+@dataclass(eq=False)
+class Returning:
+    """An optional dependency of a service (a target, or a group of which
+    ``need`` must answer): once it answers, a service that started without
+    it is restarted, to start with it."""
+
+    display: str  # as the probe names it
+    need: int
+    members: List[Dependency] = field(default_factory=list)
+    told: bool = False  # a restart it asked for was refused (interval), and the journal was told once
+
+    @property
+    def mark(self) -> str:
+        """What a degraded start's STATUS= holds when it started without this."""
+        return started_without(self.display)
+
+    def answers(self) -> bool:
+        return sum(m.answered for m in self.members) >= self.need
+
+
 @dataclass
 class Watched:
     """A service the watcher acts on, with its remote dependencies."""
@@ -134,6 +171,12 @@ class Watched:
     health: Optional[Dependency] = None  # its own health URL, judged (on_unhealthy: restart)
     start_time: float = defaults.START_TIME  # after a restart, its health is not judged before this
     judge_after: float = 0.0  # monotonic
+    optional: List[Returning] = field(default_factory=list)  # optional dependencies: restart once they return
+
+    def checked(self) -> List[Dependency]:
+        """Every dependency whose checks this service's decisions use."""
+        return self.dependencies + ([self.health] if self.health else []) + \
+            [m for returning in self.optional for m in returning.members]
 
     def answering(self) -> bool:
         """Everything it depends on answered its last check (a group: at least its need of copies)."""
@@ -261,6 +304,23 @@ class Policy:
             return Decision(service.unit, "stop", f"{what}: stopping it until it answers again")
         return self._restart(service, now, what, "restarting it (its probe holds it until the dependency is back)")
 
+    def decide_returned(self, service: Watched, returning: Returning, active: bool, status_text: str,
+                        now: float) -> Optional[Decision]:
+        """What to do now that the optional ``returning`` answers: restart
+        ``service`` if it runs and its probe started it without it (its
+        StatusText says so), else nothing (None). A restart the interval
+        refuses is told once, not at every check."""
+        if not (active and status_text.startswith(DEGRADED) and returning.mark in status_text):
+            returning.told = False
+            return None
+        what = f"{returning.display} answers; it started degraded without it (optional)"
+        decision = self._restart(service, now, what, "restarting it once, to start with it")
+        if decision.action == "none":
+            if returning.told:
+                return None
+            returning.told = True
+        return decision
+
     def _restart(self, service: Watched, now: float, what: str, doing: str) -> Decision:
         """Restart ``service``, unless it was restarted less than an interval ago (for either reason)."""
         if service.last_restart is not None and now - service.last_restart < self.restart_interval:
@@ -273,14 +333,17 @@ class Policy:
 
 def watched_services(plans) -> List[Watched]:
     """The services of these unit plans that act on a lost remote dependency
-    (on its own, or a group with a copy on another host), or on their own health."""
+    (on its own, or a group with a copy on another host), on their own health,
+    or on an optional dependency that returns."""
     return [_watched(p) for p in plans if p.watched]
 
 
 def _watched(plan) -> Watched:
     service = plan.service
     acts = service.on_dependency_loss != "ignore"
-    dependencies = [Dependency(t, acts=acts) for t in plan.remote] + _grouped(plan.remote_groups, acts)
+    dependencies: List[Dependency] = []
+    if acts or service.on_unhealthy != "ignore":  # else watched for its optional dependencies only
+        dependencies = [Dependency(t, acts=acts) for t in plan.remote] + _grouped(plan.remote_groups, acts)
     own = None
     if service.on_unhealthy != "ignore":
         # judged only while everything its probe waits for answers: the rest of it is checked too
@@ -291,7 +354,20 @@ def _watched(plan) -> Watched:
         own = Dependency(health, acts=False)
     return Watched(plan.unit, service.on_dependency_loss, service.loss_threshold.failures,
                    service.loss_threshold.seconds, dependencies, run_as=run_as(service), health=own,
-                   start_time=defaults.START_TIME if service.start_time is None else service.start_time)
+                   start_time=defaults.START_TIME if service.start_time is None else service.start_time,
+                   optional=[_returning(item) for item in plan.optional])
+
+
+def _returning(item) -> Returning:
+    """The Returning of an optional probe target or Group."""
+    if isinstance(item, Target):
+        returning = Returning(item.display, 1)
+        targets: Sequence[Target] = (item,)
+    else:
+        returning = Returning(printable(item.label), item.need)
+        targets = item.targets
+    returning.members = [Dependency(t, acts=False, returning=returning) for t in targets]
+    return returning
 
 
 def _grouped(groups, acts: bool = True) -> List[Dependency]:
@@ -331,14 +407,14 @@ class Watcher:
         # with different users each get their own answer (runas.py).
         targets: Dict[Tuple[RunAs, Target], List[Tuple[Watched, Dependency]]] = {}
         for service in self.services:
-            for dep in service.dependencies + ([service.health] if service.health else []):
+            for dep in service.checked():
                 targets.setdefault((service.run_as, dep.target), []).append((service, dep))
         # Each identity has its checker and threads of its own: a worker that
         # its user keeps from answering delays that user's checks, no one else's.
         counts = Counter(who for who, _ in targets)
         checkers = {who: (Checker(who), ThreadPoolExecutor(min(count, 32), thread_name_prefix="check"))
                     for who, count in counts.items()}
-        self.log(f"watching {sum(len(s.dependencies) for s in self.services)} dependencies of "
+        self.log(f"watching {sum(len(s.checked()) for s in self.services)} dependencies of "
                  f"{len(self.services)} services: {', '.join(s.unit for s in self.services)}")
         self._save()
         try:
@@ -370,6 +446,15 @@ class Watcher:
 
     async def _observe(self, service: Watched, dep: Dependency, result: Result) -> None:
         now = time.monotonic()
+        if dep.returning is not None:
+            dep.answered, dep.reason = result.ok, result.reason
+            if result.ok and dep.returning.answers():
+                state = await self.systemd.unit_state(service.unit)
+                decision = self.policy.decide_returned(service, dep.returning, state.active_state == "active",
+                                                       state.status_text, now)
+                if decision is not None:
+                    await self._carry_out(service, decision)
+            return
         if dep is service.health:
             if self.policy.judge(service, result, now):
                 state = await self.systemd.unit_state(service.unit)
