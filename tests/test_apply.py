@@ -138,8 +138,8 @@ def test_a_second_apply_restarts_only_the_changed_unit(host):
 
 def test_json_reports_units_jobs_changed_and_redacted_diffs(host):
     """apply --json, what the Ansible module reads (ansible_collections/unitgen/fleet)."""
-    def apply_json(*args, conf_text=None):
-        result = unitgen(host, "apply", CONF_PATH, "--json", *args, conf_text=conf_text)
+    def apply_json(*args, conf_text=None, conf_path=CONF_PATH):
+        result = unitgen(host, "apply", conf_path, "--json", *args, conf_text=conf_text)
         (line,) = result.stdout.splitlines()
         return json.loads(line)
 
@@ -155,9 +155,10 @@ def test_json_reports_units_jobs_changed_and_redacted_diffs(host):
     again = apply_json()
     assert again["changed"] is False and again["jobs"] == [] and again["units"]["unchanged"] == ["db.service", "web.service"]
 
-    host.write_file(CONF_PATH, conf("db", "web") + secret(2))
+    # the new conf staged elsewhere (as the Ansible role does in check mode): --source names its place
+    host.write_file("/tmp/staged.yaml", conf("db", "web") + secret(2))
     reloaded = last_reload(host)
-    dry = apply_json("--dry-run", "--diff")
+    dry = apply_json("--dry-run", "--diff", "--source", CONF_PATH, conf_path="/tmp/staged.yaml")
     assert dry["changed"] is True and dry["dry_run"] is True and dry["units"]["changed"] == ["web.service"]
     assert dry["intended"] == {"stop": [], "enable": [], "start": [], "restart": ["web.service"], "reload": True}
     (diff,) = dry["diff"]
@@ -167,6 +168,8 @@ def test_json_reports_units_jobs_changed_and_redacted_diffs(host):
     assert "hunter2-1" in host.read_file(f"{UNITS}/web.service")  # nothing written, nothing restarted
     assert main_pids(host, "db.service", "web.service") == pids and last_reload(host) == reloaded
 
+    assert "/tmp/staged.yaml" not in json.dumps(dry)
+    host.write_file(CONF_PATH, conf("db", "web") + secret(2))
     human = unitgen(host, "apply", CONF_PATH, "--dry-run", "--diff").stdout  # the human lines, with the diff
     assert human.startswith("change    web.service\nunchanged 1 unit\n") and diff["unified"] in human + "\n"
 

@@ -44,6 +44,7 @@ without apply; ``unitgen status`` shows what each unit waits for.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -190,14 +191,20 @@ def apply(conf: Conf, *, output: str = DEFAULT_OUTPUT, host: Optional[str] = Non
           probe: Optional[str] = None, bus_address: Optional[str] = None, dry_run: bool = False,
           start: bool = True, force: bool = False, wait: float = defaults.APPLY_WAIT,
           settle: float = defaults.APPLY_SETTLE, allow_unreachable_probe: bool = False,
-          show_diff: bool = False, report: Optional[Report] = None, echo: Echo = print) -> List[Outcome]:
+          show_diff: bool = False, source: Optional[str] = None, report: Optional[Report] = None,
+          echo: Echo = print) -> List[Outcome]:
     """Make this host's systemd match ``conf``; returns the outcome of every job.
 
     ``start=False`` (--no-start) writes, enables and reloads, and queues no
     job but the stops of units that left the conf (nothing would track them
     afterwards). ``show_diff`` prints each unit's redacted diff (--diff);
     ``report`` (--json) is filled in with what was planned and done.
+    ``source`` (--source): the conf's own place, when ``conf`` was read from
+    a copy staged elsewhere (a dry run of a conf not yet in its place): the
+    units, their watcher and the manifest name it, as if read from there.
     """
+    if source:
+        conf = dataclasses.replace(conf, path=source)
     report = report if report is not None else Report()
     where = graph.local_host(conf, host)
     report.host = where

@@ -438,9 +438,12 @@ def import_autoheal(files, host: Optional[str], addresses, output: str, force: b
 @click.option("--diff", "show_diff", is_flag=True, help="Show a unified diff of every changed unit (secrets redacted).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object (units, jobs, changed, diffs, error) instead of the lines above.")
+@click.option("--source", metavar="PATH",
+              help="The conf's own place, which unitgen records as the units' source, when CONF is a copy "
+                   "staged elsewhere (a dry run of a conf not yet in place). Default: CONF.")
 def apply(conf: str, output: str, host: Optional[str], probe_path: Optional[str], bus_address: Optional[str],
           dry_run: bool, no_start: bool, wait: float, settle: float, force: bool,
-          allow_unreachable_probe: bool, show_diff: bool, as_json: bool) -> None:
+          allow_unreachable_probe: bool, show_diff: bool, as_json: bool, source: Optional[str]) -> None:
     """Render the conf's units for this host and make systemd run them, over D-Bus.
 
     Writes the units as render does (only files unitgen owns), enables and
@@ -461,7 +464,7 @@ def apply(conf: str, output: str, host: Optional[str], probe_path: Optional[str]
 
     options = dict(output=output, host=host, probe=probe_path, bus_address=bus_address, dry_run=dry_run,
                    start=not no_start, force=force, wait=wait, settle=settle,
-                   allow_unreachable_probe=allow_unreachable_probe, show_diff=show_diff)
+                   allow_unreachable_probe=allow_unreachable_probe, show_diff=show_diff, source=source)
     if as_json:
         sys.exit(applying.run_json(lambda: _load(conf), out=click.echo, **options))
     sys.exit(applying.run(_load(conf), echo=click.echo, **options))
