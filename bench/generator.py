@@ -20,9 +20,9 @@ Two parts, runs interleaved (one warm-up each), min / median / max:
   only h0's services (same hosts:, the same ten services without their
   dependencies on other hosts).
 
-Peak memory is the measured process's own: its ru_maxrss from wait4() as
-GNU time reports it (%M; a small C forker, so nothing of this Python
-harness is inherited), in separate runs from the timed ones.
+Each run is one whole process under GNU time (bench/sizes.py): its wall
+time, and its own peak memory (ru_maxrss, %M; GNU time is a small C forker,
+so nothing of this Python harness is inherited).
 
     sudo python3 bench/generator.py                  # fleet of 10,000, sizes 10 and 500
     sudo python3 bench/generator.py --fleet 1000 --sizes 10 --runs 11
@@ -35,7 +35,6 @@ import ctypes
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import sysconfig
@@ -44,11 +43,11 @@ from pathlib import Path
 
 import fleet
 from render import fleet_conf
-from sizes import timed
+from sizes import interleave, load_average, median, print_table
 
 TMPFS = "/dev/shm"
-GNU_TIME = "/usr/bin/time"
 HOST = "h0"
+FLOOR = "python3 -c pass (floor)"
 
 
 def generator_script() -> str:
@@ -56,13 +55,6 @@ def generator_script() -> str:
     if not script.is_file():
         sys.exit(f"{script} is not installed: pip install -e . first")
     return str(script)
-
-
-def peak_kib(argv) -> int:
-    """ru_maxrss of the process itself, from GNU time (a small C forker)."""
-    done = subprocess.run([GNU_TIME, "-f", "%M", *argv], check=True, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
-    return int(done.stderr.strip().splitlines()[-1])
 
 
 def host_only_conf(n: int, host: int = 0) -> str:
@@ -81,46 +73,24 @@ def host_only_conf(n: int, host: int = 0) -> str:
     return "\n".join(lines) + "\n"
 
 
-def interleave(commands: dict, runs: int, work: Path, check=None) -> dict:
-    """{name: (times, peaks)} of alternating runs of each command (after one warm-up)."""
-    times = {name: [] for name in commands}
-    peaks = {name: [] for name in commands}
-    for run in range(runs + 1):
-        for name, (argv, env) in commands.items():
-            os.environ.update(env)
-            for measure, into in ((timed, times), (peak_kib, peaks)):
-                out = work / "out"
-                shutil.rmtree(out, ignore_errors=True)
-                out.mkdir()
-                value = measure([a if a != "OUT" else str(out) for a in argv])
-                if check:
-                    check(name, out)
-                if run:
-                    into[name].append(value)
-    return {name: (times[name], peaks[name]) for name in commands}
-
-
-def spread(values, scale=1.0, fmt="{:.0f}") -> str:
-    return " / ".join(fmt.format(v * scale) for v in (min(values), statistics.median(values), max(values)))
-
-
-def print_rows(results: dict, floor: str) -> None:
-    base = statistics.median(results[floor][0])
-    print(f"{'':34} {'ms min / median / max':>24} {'ratio':>7} {'peak MiB min / median / max':>30}")
-    for name, (times, peaks) in results.items():
-        print(f"{name:34} {spread(times, 1e3):>24} {statistics.median(times) / base:>6.2f}x "
-              f"{spread(peaks, 1 / 1024, '{:.1f}'):>30}")
+def fresh(out: Path):
+    def prepare(name: str) -> None:
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir()
+    return prepare
 
 
 def sizes_part(sizes, runs: int, work: Path, script: str) -> None:
-    print("this host's services only (bench/render.py's mix), no hosts:")
-    commands = {"python3 -c pass (floor)": ([sys.executable, "-c", "pass"], {})}
+    out = work / "out"
+    commands = {FLOOR: ([sys.executable, "-c", "pass"], None)}
     for n in sizes:
         conf_dir = work / f"conf-{n}"
         conf_dir.mkdir()
         (conf_dir / "conf.yaml").write_text(fleet_conf(n))
-        commands[f"generator, {n} services"] = ([sys.executable, script, "OUT"], {"UNITGEN_CONF_DIR": str(conf_dir)})
-    print_rows(interleave(commands, runs, work), "python3 -c pass (floor)")
+        commands[f"generator, {n} services"] = ([sys.executable, script, str(out)],
+                                                {**os.environ, "UNITGEN_CONF_DIR": str(conf_dir)})
+    print_table(interleave(commands, runs, fresh(out)), FLOOR,
+                "this host's services only (bench/render.py's mix), no hosts:")
 
 
 def fleet_part(n: int, runs: int, work: Path, script: str) -> None:
@@ -133,34 +103,34 @@ def fleet_part(n: int, runs: int, work: Path, script: str) -> None:
     for directory, text in ((full, fleet.fleet_conf(n)), (alone, host_only_conf(n))):
         directory.mkdir()
         (directory / "conf.yaml").write_text(text)
-    cache = work / "cache"
-    env = {"UNITGEN_CONF_DIR": str(full)}
-    generator = [sys.executable, script, "OUT"]
-    os.environ.update(env, UNITGEN_CACHE_DIR=str(cache))
-    subprocess.run([sys.executable, script, "--cache", str(full)], check=True)
+    cache, out = work / "cache", work / "out"
+    generator = [sys.executable, script, str(out)]
+    subprocess.run([sys.executable, script, "--cache", str(full)], check=True,
+                   env={**os.environ, "UNITGEN_CACHE_DIR": str(cache)})
     expected = sorted(p for p in os.listdir(cache))
+    alone_name = f"conf of h0's {n // (n // 10)} services only"
     commands = {
-        "python3 -c pass (floor)": ([sys.executable, "-c", "pass"], {}),
-        f"conf of h0's {n // (n // 10)} services only": (generator, {"UNITGEN_CONF_DIR": str(alone),
-                                                                    "UNITGEN_CACHE_DIR": str(cache)}),
-        f"fleet conf, cache filled": (generator, {**env, "UNITGEN_CACHE_DIR": str(cache)}),
-        f"fleet conf, cache cold": (generator, {**env, "UNITGEN_CACHE_DIR": str(work / "no-cache")}),
+        FLOOR: ([sys.executable, "-c", "pass"], None),
+        alone_name: (generator, {**os.environ, "UNITGEN_CONF_DIR": str(alone), "UNITGEN_CACHE_DIR": str(cache)}),
+        "fleet conf, cache filled": (generator, {**os.environ, "UNITGEN_CONF_DIR": str(full),
+                                                 "UNITGEN_CACHE_DIR": str(cache)}),
+        "fleet conf, cache cold": (generator, {**os.environ, "UNITGEN_CONF_DIR": str(full),
+                                               "UNITGEN_CACHE_DIR": str(work / "no-cache")}),
     }
 
-    def check(name, out):
-        if "floor" in name:
+    def check(name):
+        if name == FLOOR:
             return
         units = sorted(p for p in os.listdir(out) if p.startswith("s") and p.endswith(".service"))
         assert len(units) == 10, (name, units)
         assert sorted(os.listdir(cache)) == expected
 
-    print(f"fleet: {n} services on {n // 10} hosts, this machine h0 (10 services), one conf file of "
-          f"{(full / 'conf.yaml').stat().st_size / 1e6:.1f} MB:")
-    results = interleave(commands, runs, work, check)
-    print_rows(results, "python3 -c pass (floor)")
-    cached = statistics.median(results["fleet conf, cache filled"][0])
-    alone_t = statistics.median(results[f"conf of h0's {n // (n // 10)} services only"][0])
-    print(f"fleet conf with its cache filled / h0's services only: {cached / alone_t:.2f}x (median times)")
+    results = interleave(commands, runs, fresh(out), check)
+    print_table(results, FLOOR, f"fleet: {n} services on {n // 10} hosts, this machine h0 (10 services), one "
+                                f"conf file of {(full / 'conf.yaml').stat().st_size / 1e6:.1f} MB:")
+    cached = median(results, "fleet conf, cache filled")
+    print(f"fleet conf with its cache filled / h0's services only: {cached / median(results, alone_name):.2f}x "
+          "(median times)")
 
 
 def main() -> None:
@@ -173,8 +143,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="unitgen-bench-generator-", dir=TMPFS if os.path.isdir(TMPFS) else None))
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     os.environ["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
-    with open("/proc/loadavg") as f:
-        print(f"load average at the start: {f.read().split()[0]} on {os.cpu_count()} cores; {sys.executable}")
+    print(f"{load_average()}; {sys.executable}")
     try:
         if args.sizes:
             sizes_part(args.sizes, args.runs, work, script)
