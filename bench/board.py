@@ -138,6 +138,7 @@ def main() -> int:
         if listener.stdout.readline().strip() != "ready":
             raise SystemExit("the listener process did not start")
         b = board.Board(conf, in_flight=args.in_flight)
+        board.freeze()  # as `unitgen board` does (board.run)
         print(f"{len(nodes)} services on {args.hosts} addresses, {len(up)} up; in flight at most "
               f"{b.in_flight} (RLIMIT_NOFILE {limit}); load {os.getloadavg()[0]:.1f}; Python {sys.version.split()[0]}")
         walls, cpus, floors = [], [], []

@@ -194,10 +194,11 @@ def test_the_board_follows_a_restore_names_the_root_cause_and_exits_0_once_all_a
     assert set(seen) == set(logged)
     assert seen["db"] >= fixed_round
     # Each service was seen ready in the order its log shows: a service that began serving
-    # clearly later (a round's checks all start within milliseconds) was not seen ready earlier.
+    # clearly later (a round's checks start within milliseconds of each other, on a machine
+    # that is not overloaded: a second apart is clear) was not seen ready earlier.
     for a in logged:
         for b in logged:
-            if logged[b] - logged[a] > 0.25:
+            if logged[b] - logged[a] > 1.0:
                 assert seen[a] <= seen[b], f"{b} seen ready before {a}, though {a} served first"
     for dependency, dependent in TOPOLOGY.edges():
         assert seen[dependency] <= seen[dependent]

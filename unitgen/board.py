@@ -2,6 +2,7 @@
 from one machine that can reach it, with nothing installed on the hosts.
 
     board = Board(conf, in_flight=256, timeout=1.0, ssh=False)
+    freeze()                        # a process that keeps a board: see freeze()
     document = board.refresh()      # one full round of checks: the document below
 
 Each service on each host (a graph node, ``service@host``; ``service`` alone
@@ -97,6 +98,8 @@ SSH_COMMAND: Tuple[str, ...] = ("ssh", "-o", "BatchMode=yes", "-o", "ConnectTime
 def ssh_command(ssh_config: Optional[str] = None) -> Tuple[str, ...]:
     """The ssh argv prefix: the operator's own config, or ``-F ssh_config`` (--ssh-config)."""
     return SSH_COMMAND + (("-F", ssh_config) if ssh_config else ())
+
+
 STATUS_LIMIT = 300  # characters of a STATUS= line kept
 ESTIMATE_CHEAP = 0.05  # seconds: an estimate this cheap is computed at every change
 ESTIMATE_SHARE = 10  # else at most once per this many times its cost
@@ -270,10 +273,6 @@ class Board:
         self.rounds = 0
         self._estimate: Tuple[Optional[frozenset], Optional[float], float, float] = (None, None, 0.0, 0.0)
         self.stop = threading.Event()
-        # The conf, the graph and the targets live as long as the board: out of
-        # the garbage collector's way, which would walk them at every round
-        # (half of a round's own work at 10,000 services).
-        gc.freeze()
 
     # -- one round -------------------------------------------------------------------
 
@@ -497,6 +496,15 @@ _ORDER = {"root-cause": 0, "down": 1, "waiting": 2, "unknown": 3, "ready": 4}
 _STATE_COLOUR = {"ready": "green", "waiting": "yellow", "root-cause": "red", "down": "red"}
 
 
+def freeze() -> None:
+    """Put everything alive now (the conf, the graph, the board's targets: they
+    live as long as the process) out of the garbage collector's way, which
+    would walk them at every round: half of a round's own work at 10,000
+    services. For a process that runs a board; not done by Board itself,
+    since it is process-wide."""
+    gc.freeze()
+
+
 def view(document: Dict[str, Any], colour: bool, rows: Optional[int] = None) -> List[str]:
     """The document as terminal lines: a summary, the root causes, the waves,
     then one row per service, root causes first and ready ones last; at
@@ -565,6 +573,7 @@ def run(conf: Conf, *, watch: bool = False, interval: float = defaults.BOARD_INT
     import json
 
     board = Board(conf, in_flight=in_flight, timeout=timeout, ssh=ssh, ssh_command=ssh_command(ssh_config))
+    freeze()
     document: Optional[Dict[str, Any]] = None
     try:
         while True:

@@ -268,10 +268,11 @@ def run(conf, serve_at: str, *, interval: float = INTERVAL, in_flight: int, time
     exit 0 only when every service was ready at the last refresh, as without --serve."""
     import signal
 
-    from .board import Board, ssh_command
+    from .board import Board, freeze, ssh_command
 
     address, port = parse_address(serve_at)
     board = Board(conf, in_flight=in_flight, timeout=timeout, ssh=ssh, ssh_command=ssh_command(ssh_config))
+    freeze()  # the board lives as long as the page (board.freeze)
     last: Dict[str, Any] = {}
 
     def refresh() -> dict:
