@@ -10,6 +10,7 @@ Screenshots go to $UNITGEN_ARTIFACTS when set, else to the test's tmp_path
 import http.client
 import json
 import os
+import socket
 import threading
 import urllib.error
 import urllib.request
@@ -218,6 +219,17 @@ def test_other_host_names_are_refused(host):
         wait_for_document(page)
         status, _, body = get(page, "/board.json", host=host.format(port=page.server.port))
     assert status == 421 and b"version" not in body
+
+
+def test_an_ipv6_address_is_bound_and_named_in_brackets():
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    with served(lambda: document(), address="::1") as page:
+        wait_for_document(page)
+        assert page.url == f"http://[::1]:{page.server.port}/"
+        assert get(page, "/board.json", host=f"[::1]:{page.server.port}")[0] == 200
+        assert get(page, "/board.json", host=f"localhost:{page.server.port}")[0] == 200
+        assert get(page, "/board.json", host=f"::1:{page.server.port}")[0] == 421
 
 
 def test_localhost_is_the_loopback_address_too():
