@@ -130,6 +130,7 @@ def cold_commands(probe, interpreter, port, http_port):
     address, url = f"127.0.0.1:{port}", f"http://127.0.0.1:{http_port}/"
     commands = {
         f"python -c pass ({os.path.basename(interpreter)}), the floor": [interpreter, "-c", "pass"],
+        "python -IS -c pass (no site: what -IS saves)": [interpreter, "-IS", "-c", "pass"],
         "unitgen-probe as rendered, tcp": probe + ["--once", "tcp", address],
         "unitgen-probe as rendered, http": probe + ["--once", "http", url],
     }
