@@ -105,7 +105,7 @@ class Controller:
             lines.append(f"{host.address} {' '.join(public.split()[:2])}\n")
         self.known_hosts.write_text("".join(lines))
 
-    def playbook(self, *args: str) -> subprocess.CompletedProcess:
+    def playbook(self, *args: str, **variables) -> subprocess.CompletedProcess:
         """The example playbook (then the report play) from the bridge; every host's unitgen_apply result in reports/."""
         for old in self.reports.glob("*.json"):
             old.unlink()
@@ -121,7 +121,7 @@ class Controller:
         )
         variables = {"unitgen_conf": str(self.conf), "unitgen_wheel": str(self.wheels[0]), "unitgen_wheelhouse": [],
                      "unitgen_pip_index_url": self.index_url, "unitgen_pip_extra_args": ["--trusted-host", "10.248.0.1"],
-                     "report_dir": str(self.reports)}
+                     "report_dir": str(self.reports), **variables}
         argv = [str(BIN / "ansible-playbook"), "-i", str(self.inventory), str(EXAMPLE / "site.yml"),
                 str(self.report_play), "-e", json.dumps(variables), *args]
         begun = time.monotonic()
@@ -153,13 +153,20 @@ def assert_started_in_order(events):
 
 
 @pytest.fixture
-def ctl(make_fleet, tmp_path):
-    fleet = make_fleet(TOPOLOGY.hosts)  # Debian's ssh.service, enabled, starts in every host
-    ctl = Controller(fleet, tmp_path)
-    try:
-        yield ctl
-    finally:
+def make_controller(make_fleet, tmp_path):
+    made = []
+
+    def make(names):
+        made.append(Controller(make_fleet(names), tmp_path))  # Debian's ssh.service, enabled, starts in each
+        return made[-1]
+    yield make
+    for ctl in made:
         ctl.close()
+
+
+@pytest.fixture
+def ctl(make_controller):
+    return make_controller(TOPOLOGY.hosts)
 
 
 def test_the_example_playbook_rolls_the_drill_fleet_out_over_ssh(ctl):
@@ -239,3 +246,46 @@ def test_the_example_playbook_rolls_the_drill_fleet_out_over_ssh(ctl):
     assert_started_in_order(drill.read_events(fleet, TOPOLOGY, since=restored))
     states = drill.unit_states(fleet, TOPOLOGY)
     assert {name: s["ActiveState"] for name, s in states.items()} == {s.name: "active" for s in TOPOLOGY.services}
+
+
+def test_generator_mode_ships_conf_d_and_installs_the_generator(make_controller):
+    """unitgen_mode: generator, with unitgen and its dependencies from wheels copied
+    from the controller (no index): the generator's units, from conf.yaml and conf.d,
+    start at the next boot; a conf.d file the controller no longer has leaves the host."""
+    ctl = make_controller(["g1"])
+    ctl.prepare_hosts()
+    ctl.fleet.boot_all()
+    host = ctl.fleet["g1"]
+    host.wait_active("ssh.service")
+    server = lambda port: [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
+    ctl.conf.write_text(yaml.safe_dump({"version": 1, "hosts": {"g1": {"address": host.address}}, "services": {
+        "db": {"host": "g1", "exec": server(8101), "listen": 8101}}}))
+    conf_d = ctl.work / "conf.d"
+    conf_d.mkdir()
+    (conf_d / "web.yaml").write_text(yaml.safe_dump({"version": 1, "services": {
+        "web": {"host": "g1", "exec": server(8102), "listen": 8102, "deps": [{"service": "db"}]}}}))
+    generator = {"unitgen_mode": "generator", "unitgen_conf_d": str(conf_d), "unitgen_pip_index_url": "",
+                 "unitgen_wheelhouse": [str(w) for w in ctl.wheels[1:]]}
+
+    first = ctl.playbook(**generator)
+    assert controller.recap(first.stdout)["g1"]["changed"] > 0
+    assert host.read_file("/etc/unitgen/conf.d/web.yaml") == (conf_d / "web.yaml").read_text()
+    assert host.run(["readlink", "/etc/systemd/system-generators/unitgen"]).stdout.strip() == \
+        "/opt/unitgen/bin/unitgen-generator"
+    for unit in ("db.service", "web.service"):
+        assert host.systemctl("show", "-P", "FragmentPath", unit).strip() == f"/run/systemd/generator/{unit}"
+    # unitgen is in place: the runs below leave installing out (the wheels' checks cost a
+    # round trip each; the install's own idempotence is proven by the test above)
+    generator["unitgen_install"] = False
+    again = ctl.playbook(**generator)
+    assert controller.recap(again.stdout)["g1"]["changed"] == 0, again.stdout[-3000:]
+
+    host.power_cut()
+    host.boot(wait=False)
+    host.wait_active("db.service", "web.service")  # the generator's units, at boot, in order
+
+    (conf_d / "web.yaml").unlink()
+    gone = ctl.playbook(**generator)
+    assert controller.recap(gone.stdout)["g1"]["changed"] > 0
+    assert not host.exists("/etc/unitgen/conf.d/web.yaml")
+    assert host.systemctl("show", "-P", "FragmentPath", "web.service").strip() == ""  # reloaded: no longer generated
