@@ -341,6 +341,33 @@ def test_the_page_in_chromium_shows_each_state(layout, conf, tmp_path, artifacts
     assert_nothing_injected(dom)
 
 
+def test_the_page_in_chromium_updates_in_place(conf, tmp_path):
+    """The first /board.json the page gets says recovering, every later one all ready:
+    the page, loaded once, ends showing the later one, having rendered more than once."""
+    browser.require()
+    now = time.time()
+    first = document(now=now)
+    later = document(now=now + 1)
+    for s in later["services"]:
+        s.update(state="ready", ready_at=now + 0.5, waiting_on=[])
+    later.update(ready=4, all_ready=True, root_causes=[], estimate_left=0.0,
+                 waves=[{"wave": w["wave"], "ready": w["total"], "total": w["total"]} for w in later["waves"]])
+    served_bodies = []
+
+    class Sequence(boardpage.Latest):
+        def get(self):
+            served_bodies.append(1)
+            return json.dumps(first if len(served_bodies) == 1 else later).encode()
+
+    with served(lambda: first, svg=boardpage.graph_svg(conf)) as page:
+        page.server.latest = Sequence()
+        dom = browser.load(page.url, str(tmp_path / "profile"))
+    body = dom.find("body")[0]
+    assert len(served_bodies) >= 2 and int(body.attrs["data-renders"]) >= 2
+    assert body.attrs["data-doc-time"] == repr(later["time"]) and body.attrs["data-state"] == "all-ready"
+    assert_page_shows(dom, later)
+
+
 def test_the_page_in_chromium_says_when_the_board_cannot_be_reached(tmp_path):
     browser.require()
     hold = threading.Event()

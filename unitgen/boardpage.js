@@ -315,6 +315,7 @@
     renderTimeline(doc);
     renderTable(doc);
     lastDoc = doc;
+    document.body.dataset.renders = String((Number(document.body.dataset.renders) || 0) + 1);
   }
 
   function setStale(reason) {
