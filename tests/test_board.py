@@ -17,7 +17,7 @@ import threading
 import pytest
 import yaml
 
-from clirunner import cli_runner
+from clirunner import cli_runner, with_sigint
 from unitgen import board, config, diagram, graph
 from unitgen.cli import cli
 
@@ -390,14 +390,16 @@ def test_many_tcp_checks_at_once_say_what_the_probe_says_one_at_a_time():
             s.close()
 
 
-def test_ctrl_c_ends_a_watch_at_once_with_exit_1_when_not_all_are_ready(chain):
+@pytest.mark.parametrize("sigint", ["default", "ignored"])  # ignored: as a script's `cmd &` starts it
+def test_ctrl_c_ends_a_watch_at_once_with_exit_1_when_not_all_are_ready(chain, sigint):
     import signal
     import subprocess
     import sys
 
     conf, _ = chain
     unitgen = os.path.join(os.path.dirname(sys.executable), "unitgen")
-    process = subprocess.Popen([unitgen, "board", conf.path, "--watch", "--json", "--interval", "0.1"],
+    process = subprocess.Popen(with_sigint(sigint, [unitgen, "board", conf.path, "--watch", "--json", "--interval",
+                                                    "0.1"]),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert json.loads(process.stdout.readline())["root_causes"] == ["db@h1"]

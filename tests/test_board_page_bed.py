@@ -27,6 +27,7 @@ import pytest
 import browser
 import drill
 import pngpalette
+from clirunner import with_sigint
 
 TOPOLOGY = drill.DRILL_TOPOLOGY
 UNITGEN = os.path.join(os.path.dirname(sys.executable), "unitgen")
@@ -54,8 +55,9 @@ class Served:
 
     def __init__(self, fleet, conf_path):
         self.fleet = fleet
-        self.board = subprocess.Popen(fleet.keeper_command("-n", UNITGEN, "board", str(conf_path),
-                                                           "--serve", "127.0.0.1:0"),
+        # SIGINT inherited ignored, as a script's `cmd &` starts it: Ctrl-C stops it all the same
+        self.board = subprocess.Popen(fleet.keeper_command("-n", *with_sigint("ignored", [
+                                          UNITGEN, "board", str(conf_path), "--serve", "127.0.0.1:0"])),
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                       start_new_session=True)
         line = self.board.stdout.readline()

@@ -83,6 +83,7 @@ from . import defaults, systemd
 from . import graph as fleet
 from .config import join_host_port
 from .errors import ConfigError, one_line
+from .interrupt import ctrl_c
 from .graph import Edge, Graph, Node, node_label, placements
 from .model import CheckDependency, Conf, GroupDependency
 
@@ -576,17 +577,18 @@ def run(conf: Conf, *, watch: bool = False, interval: float = defaults.BOARD_INT
     freeze()
     document: Optional[Dict[str, Any]] = None
     try:
-        while True:
-            started = time.monotonic()
-            document = board.refresh()
-            if as_json:
-                echo(json.dumps(document, ensure_ascii=False))
-            else:
-                text = "\n".join(view(document, colour, rows))
-                echo(("\x1b[2J\x1b[1;1H" if clear else "\n" if board.rounds > 1 else "") + text)
-            if not watch or document["all_ready"]:
-                break
-            time.sleep(max(0.0, interval - (time.monotonic() - started)))
+        with ctrl_c():
+            while True:
+                started = time.monotonic()
+                document = board.refresh()
+                if as_json:
+                    echo(json.dumps(document, ensure_ascii=False))
+                else:
+                    text = "\n".join(view(document, colour, rows))
+                    echo(("\x1b[2J\x1b[1;1H" if clear else "\n" if board.rounds > 1 else "") + text)
+                if not watch or document["all_ready"]:
+                    break
+                time.sleep(max(0.0, interval - (time.monotonic() - started)))
     except KeyboardInterrupt:
         board.stop.set()
     return 0 if document is not None and document["all_ready"] else 1

@@ -269,6 +269,7 @@ def run(conf, serve_at: str, *, interval: float = INTERVAL, in_flight: int, time
     import signal
 
     from .board import Board, freeze, ssh_command
+    from .interrupt import ctrl_c
 
     address, port = parse_address(serve_at)
     board = Board(conf, in_flight=in_flight, timeout=timeout, ssh=ssh, ssh_command=ssh_command(ssh_config))
@@ -285,8 +286,9 @@ def run(conf, serve_at: str, *, interval: float = INTERVAL, in_flight: int, time
 
     previous = signal.signal(signal.SIGTERM, interrupted)
     try:
-        serve(refresh, address, port, lambda: graph_svg(conf), interval,
-              started=lambda url: echo(f"serving the board at {url} (Ctrl-C stops)"))
+        with ctrl_c():
+            serve(refresh, address, port, lambda: graph_svg(conf), interval,
+                  started=lambda url: echo(f"serving the board at {url} (Ctrl-C stops)"))
     finally:
         board.stop.set()
         signal.signal(signal.SIGTERM, previous)

@@ -18,12 +18,12 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
-import signal
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import bus, graph, journal
+from .interrupt import stop_on_interrupt
 from .model import Conf
 
 LOOP_WINDOW = 60.0
@@ -284,28 +284,3 @@ def run(conf: Conf, *, host: Optional[str] = None, bus_address: Optional[str] = 
         pass
     return 0 if shown and all(seen.health == "ok" for seen in last) else 1
 
-
-def stop_on_interrupt() -> Callable[[], bool]:
-    """From now on SIGINT (Ctrl-C) cancels the running task and makes the
-    returned function true; call it inside the event loop.
-
-    As watch(1) does, the signal is taken even when it was inherited ignored
-    (a job started with ``&`` by a script that has no job control), where
-    Python leaves it ignored and asyncio.run installs nothing. The loop's own
-    handler wakes it through its wake-up fd, even when the signal lands just
-    before it goes to sleep, and the flag ends the loop even when the
-    cancellation is lost:
-    before Python 3.12, asyncio.wait_for returns the reply instead of raising
-    CancelledError when both arrive together.
-    """
-    task = asyncio.current_task()
-    assert task is not None, "call it inside the event loop"
-    cancel = task.cancel
-    seen: List[bool] = []
-
-    def on_sigint() -> None:
-        seen.append(True)
-        cancel()
-
-    asyncio.get_running_loop().add_signal_handler(signal.SIGINT, on_sigint)
-    return lambda: bool(seen)
