@@ -321,3 +321,36 @@ def test_graph_draws_optional_edges_dotted_with_their_bound(tmp_path):
     assert sum("style=dotted" in e for e in edges) == 5  # cache, local, metrics and the two of dns
     assert any(e.endswith('[label="tcp"];') for e in edges)  # db: required, drawn as before
     assert "-.->|tcp, optional ≤ 5 s|" in diagram.mermaid(graph.Graph(conf))
+
+
+def test_unitgen_probe_shows_an_optional_dependency_and_never_fails_on_it(tmp_path):
+    import json
+
+    from clirunner import cli_runner
+    from unitgen.cli import cli
+
+    up, down, group_down = ClosedPort(), ClosedPort(), ClosedPort()
+    up.listen()
+    try:
+        conf = tmp_path / "conf.yaml"
+        conf.write_text(textwrap.dedent(f"""
+            version: 1
+            services:
+              web:
+                exec: [/bin/web]
+                deps:
+                  - {{tcp: "127.0.0.1:{up.port}", name: db}}
+                  - {{tcp: "127.0.0.1:{down.port}", name: cache, optional: true, wait_at_most: 5s}}
+                  - {{of: [{{tcp: "127.0.0.1:{group_down.port}"}}], name: dns, optional: true}}
+        """).lstrip())
+        table = cli_runner().invoke(cli, ["probe", str(conf), "web"])
+        assert table.exit_code == 0, table.output  # only optional ones fail
+        rows = {line.split()[0]: line for line in table.stdout.splitlines()[1:]}
+        assert "FAIL (optional, 5 s)" in rows["cache"] and "ok " in rows["db"]
+        assert f"FAIL (optional, {defaults.OPTIONAL_WAIT:g} s)" in rows[f"127.0.0.1:{group_down.port}"]
+        lines = cli_runner().invoke(cli, ["probe", str(conf), "web", "--json"]).stdout.splitlines()
+        assert [json.loads(line)["wait_at_most"] for line in lines] == [None, 5.0, defaults.OPTIONAL_WAIT]
+        up.close()
+        assert cli_runner().invoke(cli, ["probe", str(conf), "web"]).exit_code == 1  # a required one fails
+    finally:
+        up.close(), down.close(), group_down.close()

@@ -215,7 +215,8 @@ def probe(conf: str, service: str, host: Optional[str], timeout: Optional[float]
     """Check SERVICE's dependencies once, as its unit's probe would, and say why each fails.
 
     Exit 0 when every dependency answers (of a replicated service or an
-    any:/of: group, its need of copies), 1 when one does not.
+    any:/of: group, its need of copies), 1 when one does not; an optional
+    one (optional: true) is shown, and never fails it.
 
     \b
     Example:
@@ -234,17 +235,23 @@ def probe(conf: str, service: str, host: Optional[str], timeout: Optional[float]
         for target, result in zip(targets, results):
             click.echo(json.dumps({"target": target.label, "kind": target.kind, "spec": target.safe_spec,
                                    "ok": result.ok, "reason": result.reason,
-                                   "latency_ms": round(result.latency * 1000, 1)}, ensure_ascii=False))
+                                   "latency_ms": round(result.latency * 1000, 1),
+                                   "wait_at_most": probing.optional_bound(unit, target)}, ensure_ascii=False))
     elif not targets:
         click.echo(f"{service} has no dependencies")
     else:
-        rows = [(t.display, "ok" if r.ok else "FAIL", r.reason, f"{r.latency * 1000:.1f} ms")
-                for t, r in zip(targets, results)]
+        rows = [(t.display, ("ok" if r.ok else "FAIL") + _optional(probing.optional_bound(unit, t)), r.reason,
+                 f"{r.latency * 1000:.1f} ms") for t, r in zip(targets, results)]
         _print_table(("TARGET", "RESULT", "REASON", "LATENCY"), rows)
         for line in probing.short_groups(unit, results):
             click.echo(line)
     if not probing.ready(unit, results):
         sys.exit(1)
+
+
+def _optional(bound: Optional[float]) -> str:
+    """`` (optional, 30 s)`` for an optional dependency's result, else ""."""
+    return "" if bound is None else f" (optional, {bound:g} s)"
 
 
 def _seconds(value: float) -> str:

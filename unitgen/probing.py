@@ -37,9 +37,19 @@ def short_groups(plan: "graph.UnitPlan", results: Sequence[Result]) -> List[str]
 
 
 def ready(plan: "graph.UnitPlan", results: Sequence[Result]) -> bool:
-    """Whether the probe would be done: every target on its own answers, every group has its need."""
+    """Whether the probe would be done: every target on its own answers, every group has its need;
+    an optional one never holds it (its unit starts without it after its bound)."""
     ok = dict(zip(plan.all_targets, (r.ok for r in results)))
-    return all(ok[t] for t in plan.targets) and not short_groups(plan, results)
+    short = {line.split(": ", 1)[0] for line in short_groups(plan, results)}
+    return all(ok[t] for t in plan.targets if t.wait_at_most is None) and \
+        not any(g.label in short for g in plan.groups if g.wait_at_most is None)
+
+
+def optional_bound(plan: "graph.UnitPlan", target: Target) -> Optional[float]:
+    """The wait_at_most of ``target`` in ``plan`` (its own, or its group's); None: required."""
+    if target.wait_at_most is not None:
+        return target.wait_at_most
+    return next((g.wait_at_most for g in plan.groups if target in g.targets and g.wait_at_most is not None), None)
 
 
 def plan_of(conf: Conf, name: str, host: Optional[str]) -> "graph.UnitPlan":

@@ -193,9 +193,10 @@ class Reporter:
 
 def _phrase(target, result, attempts):
     """``db (10.0.0.11:5432): connection refused (port closed), attempt 7``"""
+    optional = "" if target.wait_at_most is None else f" (optional, at most {duration(target.wait_at_most)})"
     if result is None:
-        return f"{target.display}: first attempt running"
-    return f"{target.display}: {result.reason}, attempt {attempts}"
+        return f"{target.display}{optional}: first attempt running"
+    return f"{target.display}{optional}: {result.reason}, attempt {attempts}"
 
 
 def _without_phrase(group, probes):
