@@ -354,3 +354,22 @@ def test_unitgen_probe_shows_an_optional_dependency_and_never_fails_on_it(tmp_pa
         assert cli_runner().invoke(cli, ["probe", str(conf), "web"]).exit_code == 1  # a required one fails
     finally:
         up.close(), down.close(), group_down.close()
+
+
+def test_check_warns_that_a_notify_service_hides_its_degraded_start(tmp_path):
+    from unitgen import lint
+
+    text = """
+        version: 1
+        services:
+          web:
+            exec: [/bin/web]
+            user: nobody
+            type: TYPE
+            deps: [{tcp: "10.0.0.1:80", optional: true, wait_at_most: 2s}]
+    """
+    notify = lint.lint(load(tmp_path, text.replace("TYPE", "notify")), None, None, False)
+    assert [p.message for p in notify if "optional dependency" in p.message] == [
+        "type: notify with an optional dependency: the STATUS= it sends replaces its probe's, so unitgen watch "
+        "cannot tell that it started without the dependency, and does not restart it when the dependency returns"]
+    assert lint.lint(load(tmp_path, text.replace("TYPE", "exec")), None, None, False) == []

@@ -12,6 +12,9 @@
 * Secrets in the world-readable unit file: URL credentials in a dependency,
   and environment values whose names say they are secrets
   (environment_file: keeps them out of the unit).
+* An optional dependency of a ``type: notify`` service: its own STATUS=
+  replaces the probe's, which the watcher reads to know it started without
+  the dependency, so it would not be restarted when the dependency returns.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Iterable, List, Optional, Tuple
 from . import paths
 from .errors import Problem, UnitgenError
 from .graph import UnitPlan, needed, peer_edge, placements
-from .model import CheckDependency, Conf, GroupDependency, Service, ServiceDependency, need_count
+from .model import CheckDependency, Conf, GroupDependency, Service, ServiceDependency, need_count, wait_at_most
 from .systemd import has_credentials
 
 _SECRET_NAME = re.compile(r"PASS(WORD|WD)?|SECRET|TOKEN|API_?KEY|PRIVATE_?KEY|CREDENTIAL", re.I)
@@ -39,6 +42,7 @@ def lint(conf: Conf, host: Optional[str], probe: Optional[str], local: bool) -> 
         found.extend(_root(service))
         found.extend(_secrets(service, conf))
         found.extend(_needs(service, conf))
+        found.extend(_optional(service))
         if local and host in placements(conf, service):
             found.extend(_accounts(service))
             if probe and service.deps:
@@ -123,6 +127,13 @@ def _needs(service: Service, conf: Conf) -> Iterable[Problem]:
                 if isinstance(dep, ServiceDependency) else f"of {of} checks"
             yield Problem(f"needs {count} {what}: it can never be met, so {service.name} would wait for ever",
                           dep.mark, service.name)
+
+
+def _optional(service: Service) -> Iterable[Problem]:
+    if service.type == "notify" and any(wait_at_most(dep) is not None for dep in service.deps):
+        yield _warn(service, "type: notify with an optional dependency: the STATUS= it sends replaces its "
+                             "probe's, so unitgen watch cannot tell that it started without the dependency, "
+                             "and does not restart it when the dependency returns")
 
 
 def _accounts(service: Service) -> Iterable[Problem]:
