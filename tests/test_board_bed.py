@@ -158,6 +158,8 @@ def test_the_board_follows_a_restore_names_the_root_cause_and_exits_0_once_all_a
 
         # --ssh, through the operator's ssh (the hosts' own sshd, Debian's ssh.service): each
         # unit's state and STATUS=, where its probe says what it waits for.
+        for host in fleet:  # the host that booted last may not have started its sshd yet
+            host.wait_active("ssh.service")
         asked = fleet.run_on_bridge([UNITGEN, "board", str(conf_path), "--json", "--timeout", "0.5",
                                      "--ssh-config", str(ssh_config)], timeout=60)
         assert asked.returncode == 1, asked.stderr
