@@ -121,14 +121,26 @@ def _other_probe(run, monkeypatch):
     monkeypatch.setenv("UNITGEN_PROBE", "/opt/elsewhere/bin/unitgen-probe")
 
 
-def _new_code(run, monkeypatch):
+def _filled_with_code(run, monkeypatch):
+    """A code directory of one file, render.py, that the key covers; the cache filled."""
     code = run.conf_dir.parent / "code"
     code.mkdir()
     (code / "render.py").write_text("# version 1\n")
     dirs = gencache._code_dirs()
     monkeypatch.setattr(gencache, "_code_dirs", lambda: dirs + [str(code)])
     fill(run)
-    (code / "render.py").write_text("# version 2\n")
+    return code / "render.py"
+
+
+def _new_code(run, monkeypatch):
+    _filled_with_code(run, monkeypatch).write_text("# version 2\n")
+
+
+def _code_edited_as_it_was(run, monkeypatch):  # same size, its mtime put back: only the ctime tells
+    path = _filled_with_code(run, monkeypatch)
+    stat = path.stat()
+    path.write_text("# version 2\n")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
 def _unusable_drop_in(run, monkeypatch):
@@ -136,7 +148,7 @@ def _unusable_drop_in(run, monkeypatch):
 
 
 @pytest.mark.parametrize("change", [_edit_conf, _add_drop_in, _same_size_edit, _other_host, _other_probe,
-                                    _new_code, _unusable_drop_in])
+                                    _new_code, _code_edited_as_it_was, _unusable_drop_in])
 def test_any_changed_input_is_a_miss(run, computed, monkeypatch, change):
     fill(run)
     change(run, monkeypatch)

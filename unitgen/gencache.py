@@ -22,13 +22,18 @@ computed, are kept with the key of everything they were computed from.
   conf.d file written in place is not seen until the next change or boot:
   until then the generator reads the conf (the key differs), as without a
   cache.
-* **Why a stale cache can never give stale units**: the key is a SHA-256
-  over every input the units are computed from: the conf directory, the
-  path and the bytes of every conf file (or, for one that cannot be used,
-  why), this machine's host name, the probe the units run, and unitgen's own
-  code (the bytes of its modules, templates and probe package, the
-  interpreter's version, and the files of PyYAML and Jinja2), the cache
-  directory and the generator's own path (written into the cache's units). The generator
+* **Why a stale cache can never give stale units**: the key is a BLAKE2b
+  hash over every input the units are computed from: the conf directory,
+  the path and the bytes of every conf file (or, for one that cannot be
+  used, why), this machine's host name, the probe the units run, unitgen's
+  own code (its modules, templates and probe package, and the files of
+  PyYAML, Jinja2 and MarkupSafe, each by its device, inode, size, mtime and
+  ctime; the interpreter's version and path), the cache directory and the
+  generator's own path (written into the cache's units). Code is keyed by
+  its files' status, not their bytes: no write to a file leaves all of these
+  as they were (the kernel sets the ctime at every change, and no system call
+  sets it back), and it is more than Python itself asks before it runs a
+  module's cached bytecode (the source's mtime and size). The generator
   computes the key at every run from the bytes it has just read, and takes
   the cached units only when the keys are equal; otherwise (and when the
   file is absent, unreadable, malformed, larger than it may be, or could
@@ -36,7 +41,7 @@ computed, are kept with the key of everything they were computed from.
   units from the conf. tests/test_generator_cache.py changes each input in
   turn.
 
-A hit imports nothing but os, sys and the SHA-256's C module, besides
+A hit imports nothing but os, sys and BLAKE2's C module, besides
 unitgen's own generator, paths and shadowing modules, which import nothing
 more at the top (tests/test_generator_cache.py runs one and lists them): no
 typing, dataclasses, re, json, PyYAML or Jinja2.
@@ -68,11 +73,11 @@ def cache_dir() -> str:
 
 
 def key(conf_dir: str, paths: Sequence[str], sources: Dict[str, bytes], file_problems: Sequence[object]) -> str:
-    """The SHA-256 of every input of the generator's units (see the module doc)."""
+    """The hash of every input of the generator's units (see the module doc)."""
     from . import __version__, paths as unitgen_paths
     from .generator import program
 
-    digest = _sha256()
+    digest = _hash()
 
     def add(item: object) -> None:
         data = item if isinstance(item, bytes) else repr(item).encode("utf-8", "surrogateescape")
@@ -93,13 +98,9 @@ def key(conf_dir: str, paths: Sequence[str], sources: Dict[str, bytes], file_pro
             add(find())
         except Exception as exc:  # UnitgenError (not imported here: errors imports dataclasses)
             add(("not found", type(exc).__name__, str(exc)))
-    for directory in _code_dirs():
-        for name, data in _files(directory, contents=True):
-            add(name)
-            add(data)
-    for package in ("yaml", "jinja2", "markupsafe"):
-        for name, stat in _files(unitgen_paths.package_dir(package) or f"no {package}", contents=False):
-            add((name, stat))
+    code = _code_dirs() + [unitgen_paths.package_dir(p) or f"no {p}" for p in ("yaml", "jinja2", "markupsafe")]
+    for directory in code:
+        add(_files(directory))
     return digest.hexdigest()
 
 
@@ -111,16 +112,14 @@ def _hostname() -> str:
     return socket.gethostname() if socket is not None else os.uname().nodename
 
 
-def _sha256():
-    """hashlib's SHA-256 without hashlib, which loads OpenSSL (tens of ms at every boot)."""
+def _hash():
+    """BLAKE2b without hashlib, which loads OpenSSL (tens of ms at every boot);
+    three times as fast as the SHA-256 of CPython's own C module on the conf."""
     try:
-        from _sha2 import sha256  # Python >= 3.12
+        from _blake2 import blake2b
     except ImportError:
-        try:
-            from _sha256 import sha256  # Python <= 3.11
-        except ImportError:
-            from hashlib import sha256
-    return sha256()
+        from hashlib import blake2b
+    return blake2b()
 
 
 def _code_dirs() -> List[str]:
@@ -135,8 +134,10 @@ def _code_dirs() -> List[str]:
     return dirs
 
 
-def _files(directory: str, contents: bool) -> List[tuple]:
-    """(path, bytes) or (path, (size, mtime_ns)) of the files directly in ``directory``."""
+def _files(directory: str) -> List[tuple]:
+    """(path, (device, inode, size, mtime_ns, ctime_ns)) of the entries directly in
+    ``directory`` but __pycache__, in name order (a file that cannot be looked
+    at: why)."""
     try:
         names = sorted(os.listdir(directory))
     except OSError:
@@ -147,15 +148,10 @@ def _files(directory: str, contents: bool) -> List[tuple]:
             continue
         path = os.path.join(directory, name)
         try:
-            if contents:
-                if os.path.isfile(path):
-                    with open(path, "rb") as f:
-                        found.append((path, f.read()))
-            else:
-                st = os.stat(path)
-                found.append((path, (st.st_size, st.st_mtime_ns)))
+            st = os.stat(path)
+            found.append((path, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)))
         except OSError as exc:
-            found.append((path, str(exc)))
+            found.append((path, exc.strerror))
     return found
 
 
