@@ -3,12 +3,14 @@
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
-from probe_helpers import (ClosedPort, HttpServer, NotifySocket, ProbeProcess, answer, open_port, probe_env,
-                           run_probe, sequence, stop, wait_until)
+from probe_helpers import (WAIT, ClosedPort, HttpServer, NotifySocket, ProbeProcess, answer, open_port,
+                           probe_env, run_probe, sequence, stop, wait_until)
 
 
 def test_once_open_and_closed():
@@ -136,6 +138,45 @@ def test_a_signal_abandons_attempts_in_flight(tmp_path, bare):
     wait_until(lambda: not Path(f"/proc/{shell}").exists()
                or Path(f"/proc/{shell}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z",
                what="the command's process group to be killed")
+
+
+#: A probe whose exec check's thread is slow back from starting the command,
+#: as on a loaded machine: the command runs before the probe knows of it.
+SLOW_START = """
+import posix, subprocess, sys, time
+class SlowPopen(subprocess.Popen):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        time.sleep(1.0)
+subprocess.Popen = SlowPopen
+from unitgen_probe.cli import main
+status = main(sys.argv[1:])
+sys.stderr.flush()
+posix._exit(status)  # as start.py exits: other threads end with it
+"""
+
+
+def test_a_signal_between_a_commands_start_and_its_adoption_still_kills_it(tmp_path):
+    pidfile = tmp_path / "pid"
+    command = [sys.executable, "-c", SLOW_START, "exec", f"echo $$ > {pidfile}; exec sleep 60", "--timeout", "120"]
+    proc = subprocess.Popen(command, env=probe_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        shell = int(wait_until(lambda: pidfile.exists() and pidfile.read_text().strip()))
+        stop(proc)
+        assert proc.wait(WAIT) == 143
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    try:
+        wait_until(lambda: not Path(f"/proc/{shell}").exists()
+                   or Path(f"/proc/{shell}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z",
+                   what="the command's process group to be killed")
+    finally:
+        try:
+            os.killpg(shell, signal.SIGKILL)  # the test's own leftover, should the probe have left it
+        except OSError:
+            pass
 
 
 @pytest.mark.parametrize("abstract", [False, True], ids=["path", "abstract"])

@@ -10,7 +10,7 @@ import select
 import signal
 import subprocess
 
-from .frame import Failed, adopt, children, kill_group
+from .frame import Failed, adopt, children, kill_group, spawning
 from .targets import printable
 
 #: How much of the command's output is kept; its last line explains a failure.
@@ -24,13 +24,14 @@ def check_exec(target, budget):
     """exec COMMAND: ``/bin/sh -c COMMAND`` exits 0 before *budget* runs out."""
     env = dict(os.environ)
     env.pop("NOTIFY_SOCKET", None)  # the command must not speak for the unit
-    try:
-        proc = subprocess.Popen(["/bin/sh", "-c", target.address], env=env,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    except OSError as error:
-        raise Failed(f"cannot run /bin/sh: {error.strerror}") from None
-    adopt(proc.pid)  # its session's process group, for frame.kill_running()
+    with spawning:  # the probe cannot stop between the start and the adoption
+        try:
+            proc = subprocess.Popen(["/bin/sh", "-c", target.address], env=env,
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        except OSError as error:
+            raise Failed(f"cannot run /bin/sh: {error.strerror}") from None
+        adopt(proc.pid)  # its session's process group, for frame.kill_running()
     try:
         tail, status = _wait(proc, budget)
     finally:

@@ -6,6 +6,7 @@ them, all depend on it and never on each other in a circle.
 """
 
 import _signal  # signal's C core: see wait.py
+import _thread  # threading's C core: the lock below, nothing more
 import posix  # os's C core: see wait.py
 from time import monotonic
 
@@ -42,6 +43,13 @@ class Budget:
 #: as soon as it is known (`adopt`), not left running past the probe.
 _stopping = False
 
+#: Held by a check from a helper's start to its `adopt`, and by `kill_running`:
+#: the probe must not exit (ending the check's thread) while a helper runs but
+#: is not yet known, or the helper outlives it. Reentrant, as a check may run
+#: on the main thread. How long `kill_running` waits for it, at most.
+spawning = _thread.RLock()
+_SPAWN_WAIT = 5.0
+
 
 def adopt(group):
     """Count *group* among the helpers in flight, and kill it at once if the
@@ -62,8 +70,13 @@ def kill_running():
     """
     global _stopping
     _stopping = True
-    for group in list(children):
-        kill_group(group)
+    held = spawning.acquire(timeout=_SPAWN_WAIT)  # a start takes milliseconds
+    try:
+        for group in list(children):
+            kill_group(group)
+    finally:
+        if held:
+            spawning.release()
 
 
 def kill_group(group):

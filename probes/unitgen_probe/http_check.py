@@ -26,7 +26,7 @@ import posix  # os's C core: see wait.py
 import select
 from time import monotonic
 
-from .frame import Failed, adopt, children, kill_group
+from .frame import Failed, adopt, children, kill_group, spawning
 from .net import connect_any, is_address, reason, resolve
 from .targets import UsageError, accepts, parse_url, printable, redact
 
@@ -378,20 +378,21 @@ def _body_matches(pattern, data, charset, budget):
 
     compiled = re.compile(pattern)
     read_fd, write_fd = posix.pipe2(posix.O_CLOEXEC)
-    try:
-        pid = posix.fork()
-    except OSError as error:
-        posix.close(read_fd)
+    with spawning:  # the probe cannot stop between the fork and the adoption
+        try:
+            pid = posix.fork()
+        except OSError as error:
+            posix.close(read_fd)
+            posix.close(write_fd)
+            raise Failed(f"cannot match the body: cannot start a process: {reason(error)}") from None
+        if pid == 0:
+            _match_in_child(compiled, data, charset, write_fd, budget.left())
         posix.close(write_fd)
-        raise Failed(f"cannot match the body: cannot start a process: {reason(error)}") from None
-    if pid == 0:
-        _match_in_child(compiled, data, charset, write_fd, budget.left())
-    posix.close(write_fd)
-    try:
-        posix.setpgid(pid, pid)  # as the child does: whoever runs first, it leads its group
-    except OSError:
-        pass
-    adopt(pid)
+        try:
+            posix.setpgid(pid, pid)  # as the child does: whoever runs first, it leads its group
+        except OSError:
+            pass
+        adopt(pid)
     answer = b""
     try:
         poller = select.poll()
