@@ -82,7 +82,7 @@ def test_the_production_install_runs_its_probe_as_any_service_user(wheel, make_f
     host = make_fleet(["prod1"])["prod1"]
     host.boot()
     host.write_file("/var/tmp/" + wheel.name, wheel.read_bytes())
-    host.run(["sh", "-c", 'umask 022 && "$0" -m venv /opt/unitgen', sys.executable])
+    host.run(["sh", "-c", 'umask 022 && "$0" -m venv /opt/unitgen', sys.executable], timeout=120)  # ensurepip: slow when loaded
     site = host.run(["/opt/unitgen/bin/python", "-c", PURELIB]).stdout.strip()
     host.write_file(f"{site}/test-deps.pth", DEPENDENCIES + "\n")
     host.run(["sh", "-c", 'umask 022 && /opt/unitgen/bin/python -m pip install -q --no-index --no-deps "$0"',
