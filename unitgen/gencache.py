@@ -113,8 +113,9 @@ def _hostname() -> str:
 
 
 def _hash():
-    """BLAKE2b without hashlib, which loads OpenSSL (tens of ms at every boot);
-    three times as fast as the SHA-256 of CPython's own C module on the conf."""
+    """BLAKE2b from CPython's own C module, without hashlib, which loads
+    OpenSSL at every boot; faster than that module's SHA-256 on a conf (no
+    figure is claimed here: bench/generator.py measures the whole run)."""
     try:
         from _blake2 import blake2b
     except ImportError:
