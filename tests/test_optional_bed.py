@@ -78,6 +78,11 @@ def test_a_degraded_start_is_restarted_once_when_its_optional_dependency_returns
     assert ctl["StatusText"].startswith("ready after ") and DEGRADED not in ctl["StatusText"]
     assert "started degraded" in h2.journal("web.service")  # the probe's line, in the unit's journal
     assert status_json(h2)["web.service"]["health"] == "ok"  # running: degraded is not down
+    # systemd says active once the stand-in is spawned; it binds its port a moment later: wait for its own
+    # "serving" event (unhealthy: started without cache), then judge what it answers
+    wait_until(lambda: [e for e in drill.read_events(fleet, TOPOLOGY)
+                        if e["service"] == "web" and e["event"] == "serving" and not e["healthy"]],
+               60, 0.2, what="web serving, degraded")
     assert drill.health(fleet, TOPOLOGY)["web"] == "HTTP status 503"  # the stand-in runs without cache
     web_starts = len(drill.starts(drill.read_events(fleet, TOPOLOGY), "web"))
 
