@@ -45,9 +45,11 @@ _stopping = False
 
 #: Held by a check from a helper's start to its `adopt`, and by `kill_running`:
 #: the probe must not exit (ending the check's thread) while a helper runs but
-#: is not yet known, or the helper outlives it. Reentrant, as a check may run
-#: on the main thread. How long `kill_running` waits for it, at most.
-spawning = _thread.RLock()
+#: is not yet known, or the helper outlives it. `kill_running` is never called
+#: inside a check (the wait loop raises Interrupted outside them, and the lock
+#: is released as it unwinds), so a plain lock serves. How long
+#: `kill_running` waits for it, at most.
+spawning = _thread.allocate_lock()
 _SPAWN_WAIT = 5.0
 
 
