@@ -304,6 +304,19 @@ def unit_states(fleet: bed.Fleet, topology: Topology,
     return states
 
 
+def settled_states(fleet: bed.Fleet, topology: Topology) -> Dict[str, Dict[str, str]]:
+    """unit_states once every unit is active with a known MainPID: healthy is not yet that for a
+    forking daemon (it answers before systemd has seen its parent exit and read its PID file)."""
+    found: Dict[str, Dict[str, str]] = {}
+
+    def settled() -> bool:
+        found.update(unit_states(fleet, topology))
+        return all(s["ActiveState"] == "active" and s["MainPID"] != "0" for s in found.values())
+
+    bed._wait_until(settled, RECOVERY_TIMEOUT, "every unit active with its main process", interval=0.1)
+    return found
+
+
 def diagnosis(fleet: bed.Fleet, topology: Topology) -> str:
     """systemctl status of every stand-in, for a failure message."""
     parts = []

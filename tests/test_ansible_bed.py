@@ -135,7 +135,7 @@ class Controller:
 
 
 def pids(fleet) -> Dict[str, int]:
-    return {name: int(state["MainPID"]) for name, state in drill.unit_states(fleet, TOPOLOGY).items()}
+    return {name: int(state["MainPID"]) for name, state in drill.settled_states(fleet, TOPOLOGY).items()}
 
 
 def units_of(host: str):
